@@ -1,0 +1,93 @@
+"""The public plugin API: everything a plugin (built-in or third-party) may import from `restore`.
+
+A plugin is a module named by an entry point in the group ``restore.plugins``::
+
+    [project.entry-points."restore.plugins"]
+    my_plugin = "my_package.restore_plugin"
+
+Importing that module registers its objects::
+
+    from restore.api import register_arch, ArchInfo, SharingScheme, register_sharing
+
+    @register_sharing(name="low_rank")
+    class LowRankSharing(SharingScheme): ...
+
+    @register_arch(info=ArchInfo(size_multiple=8))
+    class MyNet(nn.Module): ...
+
+Anything not exported here is private to the core and may change without notice.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from restore.archs import ArchInfo, arch_info, build_network, count_parameters, register_arch
+from restore.data.io import decode_image, list_files, read_array, write_image
+from restore.errors import CheckpointError, DataError, OptionError, RestoreError
+from restore.metrics import register_metric
+from restore.registry import (
+    ARCHS,
+    CONVERTERS,
+    DATASETS,
+    LOSSES,
+    METRICS,
+    OPTIMIZERS,
+    READERS,
+    SCHEDULERS,
+    SHARING,
+    TASKS,
+    Entry,
+    Registry,
+)
+from restore.sharing import NoSharing, RecursiveSharing, SharedRef, SharingScheme, build_sharing, materialize
+from restore.tasks import Sample, Task, mod_crop, quantize_uint8, register_task
+from restore.validation import call_with_options, check_options
+
+API_VERSION = "1.0"
+
+T = TypeVar("T")
+
+
+def register_sharing(obj: T | None = None, *, name: str | None = None) -> Any:
+    """Register a SharingScheme subclass (its `name` attribute is used when `name` is omitted)."""
+
+    def add(cls: T) -> T:
+        SHARING.register(cls, name=name or getattr(cls, "name", cls.__name__))
+        return cls
+
+    return add if obj is None else add(obj)
+
+
+def register_dataset(obj: T | None = None, *, name: str | None = None, aliases: tuple[str, ...] = ()) -> Any:
+    return DATASETS.register(obj, name=name, aliases=aliases)
+
+
+def register_loss(obj: T | None = None, *, name: str | None = None, aliases: tuple[str, ...] = ()) -> Any:
+    return LOSSES.register(obj, name=name, aliases=aliases)
+
+
+def register_converter(obj: T | None = None, *, name: str | None = None) -> Any:
+    """Register ``fn(obj, source) -> (state_dict, network_options) | None`` for `restore convert`.
+
+    `obj` is what a safe ``torch.load`` (tensors, containers, numpy scalars) read from `source`;
+    the converter returns None when the file is not the kind it knows.
+    """
+    return CONVERTERS.register(obj, name=name)
+
+
+def register_reader(extension: str, reader: Any) -> Any:
+    """Register `reader(path) -> HWC ndarray` for files ending in `extension` (with its dot)."""
+    return READERS.register(reader, name=extension.lower())
+
+
+__all__ = [
+    "API_VERSION",
+    "ARCHS", "CONVERTERS", "DATASETS", "LOSSES", "METRICS", "OPTIMIZERS", "READERS", "SCHEDULERS", "SHARING", "TASKS",
+    "ArchInfo", "CheckpointError", "DataError", "Entry", "NoSharing", "OptionError", "RecursiveSharing",
+    "Registry", "RestoreError", "Sample", "SharedRef", "SharingScheme", "Task",
+    "arch_info", "build_network", "build_sharing", "call_with_options", "check_options", "count_parameters",
+    "decode_image", "list_files", "materialize", "mod_crop", "quantize_uint8", "read_array",
+    "register_arch", "register_converter", "register_dataset", "register_loss", "register_metric", "register_reader",
+    "register_sharing", "register_task", "write_image",
+]

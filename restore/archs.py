@@ -1,0 +1,106 @@
+"""Building networks from ``network_g`` options, and the facts the loop needs about an arch.
+
+Archs stay task-agnostic: the builder fills their channel and scale arguments from the task,
+whatever the arch calls them (``in_chans``/``num_in_ch``, ``scale``/``upscale``), so basicsr's
+archs and ours are configured the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from torch import nn
+
+from restore.errors import OptionError
+from restore.registry import ARCHS
+from restore.validation import _signature, accepted_keys, check_options
+
+T = TypeVar("T")
+
+IN_CHANNEL_ARGS = ("in_chans", "num_in_ch", "in_channels", "in_nc")
+OUT_CHANNEL_ARGS = ("out_chans", "num_out_ch", "out_channels", "out_nc")
+SCALE_ARGS = ("scale", "upscale", "upscale_factor")
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    """What the loop, the tiler and DDP need to know about an arch (spandrel-style descriptor).
+
+    size_multiple: inputs are padded to a multiple of this (an int, or the name of the
+        constructor argument that holds it, e.g. ``"window_size"``).
+    multi_scale: the network serves several scales and is called as ``net(x, scale=s)``.
+    shares_parameters: some parameters are used by several layers (DDP needs ``static_graph``).
+    supports_half: fp16/bf16 inference is safe.
+    pad_mode: how inputs are padded to `size_multiple` (``symmetric`` = the official SwinIR
+        flip-and-append, ``reflect``, ``replicate``).
+    """
+
+    size_multiple: int | str = 1
+    multi_scale: bool = False
+    shares_parameters: bool = False
+    supports_half: bool = True
+    pad_mode: str = "symmetric"
+
+
+def register_arch(obj: T | None = None, *, name: str | None = None, aliases: tuple[str, ...] = (),
+                  info: ArchInfo | None = None) -> Any:
+    """Register a network class or factory function in the arch registry, with its ArchInfo."""
+    return ARCHS.register(obj, name=name, aliases=aliases, info=info or ArchInfo())
+
+
+def arch_info(net: nn.Module) -> ArchInfo:
+    """The resolved ArchInfo attached by `build_network` (a default one for hand-built nets)."""
+    return getattr(net, "restore_info", None) or ArchInfo()
+
+
+def _first_accepted(names: list[str], candidates: tuple[str, ...]) -> str | None:
+    return next((c for c in candidates if c in names), None)
+
+
+def network_kwargs(options: Mapping[str, Any], *, in_chans: int | None, out_chans: int | None,
+                   scale: int | None, path: str = "network_g") -> tuple[Callable[..., nn.Module], dict, ArchInfo]:
+    """Resolve ``{type, **kwargs}`` into (constructor, validated kwargs, resolved ArchInfo)."""
+    options = dict(options)
+    if "type" not in options:
+        raise OptionError(f"{path}: missing 'type' (an arch name; `restore plugins` lists them).")
+    entry = ARCHS.entry(options.pop("type"))
+    ctor = entry.obj
+    info: ArchInfo = entry.meta.get("info") or ArchInfo()
+    names, _ = accepted_keys(ctor)
+    injected: dict[str, Any] = {}
+    for value, candidates, what in (
+        (in_chans, IN_CHANNEL_ARGS, "input channels"),
+        (out_chans, OUT_CHANNEL_ARGS, "output channels"),
+        (None if info.multi_scale else scale, SCALE_ARGS, "scale"),
+    ):
+        arg = _first_accepted(names, candidates)
+        if value is None or arg is None:
+            continue
+        if arg in options and options[arg] != value:
+            raise OptionError(
+                f"{path}.{arg} is {options[arg]!r} but the task's {what} is {value!r}; "
+                f"remove {path}.{arg} or change the task."
+            )
+        injected[arg] = value
+    kwargs = check_options(ctor, {**injected, **options}, path)
+    if isinstance(info.size_multiple, str):
+        default = _signature(ctor).parameters.get(info.size_multiple)
+        multiple = kwargs.get(info.size_multiple, default.default if default is not None else 1)
+        info = replace(info, size_multiple=int(multiple))
+    return ctor, kwargs, info
+
+
+def build_network(options: Mapping[str, Any], *, in_chans: int | None = None, out_chans: int | None = None,
+                  scale: int | None = None, path: str = "network_g") -> nn.Module:
+    """Instantiate the arch named by ``options['type']`` and attach its resolved ArchInfo."""
+    ctor, kwargs, info = network_kwargs(options, in_chans=in_chans, out_chans=out_chans, scale=scale, path=path)
+    net = ctor(**kwargs)
+    net.restore_info = info
+    return net
+
+
+def count_parameters(net: nn.Module, trainable_only: bool = False) -> int:
+    """Every distinct parameter once (shared ones are counted once), frozen ones included by default."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,107 @@
+"""Weights on disk: safetensors files with the network options in their metadata, and safe loading.
+
+Nothing here unpickles arbitrary objects. Foreign ``.pth`` files are read with
+``torch.load(weights_only=True)``, optionally widened by an allow-list of harmless numpy types
+(released training checkpoints often hold numpy scalars in their logs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load_bytes
+from safetensors.torch import save as st_save_bytes
+
+from restore.data.io import atomic_write_bytes
+from restore.errors import CheckpointError
+
+FORMAT = "restore.weights/1"
+NETWORK_KEY = "restore.network"
+
+
+def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], *,
+                 network: Mapping[str, Any] | None = None, extra: Mapping[str, str] | None = None) -> Path:
+    """Write a state_dict as safetensors, atomically; `network` (the ``network_g`` options) is
+    stored in the metadata so the file alone can rebuild its network."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    metadata = {"format": FORMAT, **(extra or {})}
+    if network is not None:
+        metadata[NETWORK_KEY] = json.dumps(dict(network))
+    try:
+        data = st_save_bytes(tensors, metadata=metadata)
+    except RuntimeError as exc:  # tensors sharing storage
+        raise CheckpointError(f"cannot save {path}: {exc}") from None
+    return atomic_write_bytes(path, data)
+
+
+def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a safetensors file: (state_dict, metadata with ``network`` decoded if present)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file.")
+    if path.suffix != ".safetensors":
+        raise CheckpointError(
+            f"{path}: restore loads weights from .safetensors files. "
+            "Convert other formats first with `restore convert` (it never executes code from the file)."
+        )
+    raw = path.read_bytes()
+    try:
+        tensors = st_load_bytes(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {}) or {}
+    except (SafetensorError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({exc}).") from None
+    meta: dict[str, Any] = dict(metadata)
+    if NETWORK_KEY in meta:
+        meta["network"] = json.loads(meta.pop(NETWORK_KEY))
+    return tensors, meta
+
+
+def _numpy_allow_list() -> list[Any]:
+    """numpy scalar/dtype globals a released training checkpoint may hold in its logs.
+
+    They are listed under both the numpy-1 (``numpy.core``) and numpy-2 (``numpy._core``) names
+    a pickle may refer to; none of them executes code.
+    """
+    import numpy as np
+
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    allowed: list[Any] = [np.dtype, np.ndarray]
+    for package in ("numpy.core", "numpy._core"):
+        allowed.append((multiarray.scalar, f"{package}.multiarray.scalar"))
+        allowed.append((multiarray._reconstruct, f"{package}.multiarray._reconstruct"))
+    for name in ("float64", "float32", "int64", "int32", "bool"):
+        dtype_cls = type(np.dtype(name))
+        allowed.append((dtype_cls, f"numpy.dtypes.{dtype_cls.__name__}"))
+    return allowed
+
+
+def safe_torch_load(path: str | os.PathLike, *, allow_numpy: bool = False) -> Any:
+    """``torch.load`` that cannot execute code: tensors, containers and (optionally) numpy scalars."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file.")
+    try:
+        if allow_numpy:
+            with torch.serialization.safe_globals(_numpy_allow_list()):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else type(exc).__name__)
+        hint = "" if allow_numpy else " If it holds numpy values, convert it with `restore convert`."
+        raise CheckpointError(
+            f"{path}: refused to load: it holds objects other than tensors and plain containers "
+            f"({reason}).{hint}"
+        ) from None
+
+
+def strip_prefix(state_dict: Mapping[str, Any], prefix: str = "module.") -> dict[str, Any]:
+    """Remove a DataParallel/DDP/compile prefix from every key that has it."""
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}

@@ -1,0 +1,135 @@
+"""The Task interface: how LQ is made from GT, what the data look like, how results are scored.
+
+A task turns arrays read from disk (``restore.data.io``) into *network space* (float32 HWC,
+usually [0, 1]) and back into *data units* (uint8 images, depth in its own units) for metrics
+and saving. The core's datasets, validation and test runner call only these methods, so a new
+task is one class registered with ``@register_task``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from restore.data.io import read_array, write_image
+from restore.errors import DataError
+from restore.registry import TASKS
+
+T = TypeVar("T")
+
+
+@dataclass
+class Sample:
+    """One image pair in network space (HWC float32) plus what is needed to undo the mapping."""
+
+    gt: np.ndarray | None
+    lq: np.ndarray | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def register_task(obj: T | None = None, *, name: str | None = None, aliases: tuple[str, ...] = ()) -> Any:
+    return TASKS.register(obj, name=name, aliases=aliases)
+
+
+def mod_crop(img: np.ndarray, multiple: int) -> np.ndarray:
+    """Crop the bottom/right so height and width are multiples of `multiple`."""
+    if multiple <= 1:
+        return img
+    h, w = img.shape[:2]
+    return img[: h - h % multiple, : w - w % multiple]
+
+
+def quantize_uint8(img: np.ndarray, mode: str = "round") -> np.ndarray:
+    """[0, 1] floats to uint8: ``round`` (BasicSR, SRFBN) or ``truncate`` (CARN/DRRN scripts)."""
+    scaled = np.clip(img, 0.0, 1.0) * 255.0
+    if mode == "round":
+        scaled = np.round(scaled)
+    elif mode == "truncate":
+        scaled = np.floor(scaled)
+    else:
+        raise ValueError(f"quantize must be 'round' or 'truncate', got {mode!r}")
+    return scaled.astype(np.uint8)
+
+
+class Task:
+    """Base class: 8-bit images scaled to [0, 1]; subclasses define the degradation.
+
+    Class attributes a subclass sets: ``scale`` (output/input size ratio), ``in_chans`` and
+    ``out_chans`` (channels the network sees), ``baseline`` (options of the model every results
+    table shows next to the trained one, e.g. bicubic for SR).
+    """
+
+    scale: int = 1
+    in_chans: int = 3
+    out_chans: int = 3
+    baseline: dict[str, Any] = {"type": "Identity"}
+
+    # -- reading and network space -----------------------------------------------------------
+    def read(self, path: Path) -> np.ndarray:
+        """Read one file from disk as an HWC array in its own dtype."""
+        return read_array(path)
+
+    def prepare(self, gt: np.ndarray | None, lq: np.ndarray | None, *, name: str) -> Sample:
+        """Raw arrays (as read) to network space; GT is cropped to a multiple of the scale."""
+        gt_f = None if gt is None else self.to_network(mod_crop(gt, self.scale), name=name)
+        lq_f = None if lq is None else self.to_network(lq, name=name)
+        if gt_f is not None and lq_f is not None:
+            expected = (gt_f.shape[0] // self.scale, gt_f.shape[1] // self.scale)
+            if lq_f.shape[:2] != expected:
+                raise DataError(
+                    f"{name}: LQ is {lq_f.shape[1]}x{lq_f.shape[0]} but GT {gt_f.shape[1]}x{gt_f.shape[0]} "
+                    f"at scale {self.scale} needs LQ {expected[1]}x{expected[0]}."
+                )
+        return Sample(gt_f, lq_f, {"name": name})
+
+    def to_network(self, img: np.ndarray, *, name: str) -> np.ndarray:
+        """One raw array to float32 network space: integers are divided by their maximum."""
+        if img.dtype == np.uint8:
+            out = img.astype(np.float32) / 255.0
+        elif img.dtype == np.uint16:
+            out = img.astype(np.float32) / 65535.0
+        else:
+            out = img.astype(np.float32)
+        channels = out.shape[2]
+        if channels == self.in_chans:
+            return out
+        if channels == 1 and self.in_chans == 3:
+            return np.repeat(out, 3, axis=2)
+        raise DataError(f"{name}: has {channels} channel(s) but this task needs {self.in_chans}.")
+
+    def degrade(self, gt: np.ndarray, *, rng: np.random.Generator, train: bool, scale: int | None = None) -> np.ndarray:
+        """Make the LQ input from a GT array in network space. `scale` overrides the task's
+        (multi-scale training). Tasks that only read LQ from disk need not implement it."""
+        raise DataError(f"{type(self).__name__} cannot make LQ from GT; give the dataset a dataroot_lq.")
+
+    # -- results ---------------------------------------------------------------------------
+    def to_data(self, img: np.ndarray, meta: dict[str, Any], quantize: str = "round") -> np.ndarray:
+        """A network-space output (or GT) back to data units for metrics and saving."""
+        return quantize_uint8(img, quantize)
+
+    def metric_context(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """Extra keyword arguments the task's metrics need (e.g. a validity mask)."""
+        return {}
+
+    def default_metrics(self) -> dict[str, dict[str, Any]]:
+        """Metric options used when the option file names none."""
+        return {
+            "psnr": {"type": "psnr", "crop_border": self.scale, "test_y_channel": self.in_chans == 3},
+            "ssim": {"type": "ssim", "crop_border": self.scale, "test_y_channel": self.in_chans == 3},
+        }
+
+    def save_output(self, data: np.ndarray, stem: Path, meta: dict[str, Any]) -> Path:
+        """Write one restored result in data units; returns the written path."""
+        return write_image(stem.with_suffix(".png"), data)
+
+    def figure(self, panels: dict[str, np.ndarray], meta: dict[str, Any]) -> np.ndarray | None:
+        """An optional per-image picture for test reports (e.g. colour-mapped depth with an error
+        map). `panels` maps labels (``LQ``, ``baseline``, ``output``, ``GT``) to data-unit arrays.
+        Returns an RGB uint8 image, or None when the saved outputs speak for themselves."""
+        return None
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}(scale={self.scale}, channels={self.in_chans})"
