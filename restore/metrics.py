@@ -72,5 +72,6 @@ class MetricSet:
     def unit(self, label: str) -> str:
         return next(u for name, _, _, _, u in self.items if name == label)
 
-    def __call__(self, output: np.ndarray, gt: np.ndarray, context: Mapping[str, Any] | None = None) -> dict[str, float]:
+    def __call__(self, output: np.ndarray, gt: np.ndarray,
+                 context: Mapping[str, Any] | None = None) -> dict[str, float]:
         return {label: fn(output, gt, **kwargs, context=context or {}) for label, fn, kwargs, _, _ in self.items}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -17,7 +17,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from restore.errors import OptionError, did_you_mean
 
 
-@lru_cache(maxsize=None)
+@cache
 def _signature(target: Callable[..., Any]) -> inspect.Signature:
     func = target.__init__ if inspect.isclass(target) else target
     try:
@@ -28,7 +28,7 @@ def _signature(target: Callable[..., Any]) -> inspect.Signature:
     return sig.replace(parameters=params)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _adapter(annotation: Any) -> TypeAdapter | None:
     try:
         return TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
