@@ -23,16 +23,20 @@ from restore.errors import CheckpointError
 
 FORMAT = "restore.weights/1"
 NETWORK_KEY = "restore.network"
+TASK_KEY = "restore.task"
 
 
 def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], *,
-                 network: Mapping[str, Any] | None = None, extra: Mapping[str, str] | None = None) -> Path:
-    """Write a state_dict as safetensors, atomically; `network` (the ``network_g`` options) is
-    stored in the metadata so the file alone can rebuild its network."""
+                 network: Mapping[str, Any] | None = None, task: Mapping[str, Any] | None = None,
+                 extra: Mapping[str, str] | None = None) -> Path:
+    """Write a state_dict as safetensors, atomically. `network` (the ``network_g`` options) and
+    `task` (the ``task`` options) go into the metadata so the file alone rebuilds its model."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     metadata = {"format": FORMAT, **(extra or {})}
     if network is not None:
         metadata[NETWORK_KEY] = json.dumps(dict(network))
+    if task is not None:
+        metadata[TASK_KEY] = json.dumps(dict(task))
     try:
         data = st_save_bytes(tensors, metadata=metadata)
     except RuntimeError as exc:  # tensors sharing storage
@@ -41,7 +45,7 @@ def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor]
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a safetensors file: (state_dict, metadata with ``network`` decoded if present)."""
+    """Read a safetensors file: (state_dict, metadata with ``network``/``task`` decoded if present)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file.")
@@ -58,8 +62,9 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     except (SafetensorError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a valid safetensors file ({exc}).") from None
     meta: dict[str, Any] = dict(metadata)
-    if NETWORK_KEY in meta:
-        meta["network"] = json.loads(meta.pop(NETWORK_KEY))
+    for key, name in ((NETWORK_KEY, "network"), (TASK_KEY, "task")):
+        if key in meta:
+            meta[name] = json.loads(meta.pop(key))
     return tensors, meta
 
 

@@ -1,0 +1,104 @@
+"""Building a task and its network from options, and loading weights into the network.
+
+Weights load from our safetensors files, or from foreign ``.pth`` files through a safe
+``torch.load`` and the registered checkpoint converters (never by unpickling code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from restore.archs import build_network
+from restore.checkpoint import load_weights, safe_torch_load, strip_prefix
+from restore.errors import CheckpointError, OptionError
+from restore.registry import CONVERTERS, TASKS
+from restore.tasks import Task
+from restore.validation import call_with_options
+
+
+def build_task(options: Mapping[str, Any], scale: int | None = None, path: str = "task") -> Task:
+    """The task named by ``options['type']``; `scale` (e.g. top-level ``scale:``) fills its scale."""
+    options = dict(options)
+    if "type" not in options:
+        raise OptionError(f"{path}: missing 'type' (one of {', '.join(TASKS.names())}).")
+    task_cls = TASKS.get(options.pop("type"))
+    if scale is not None and "scale" not in options and "scale" in _params(task_cls):
+        options["scale"] = scale
+    return call_with_options(task_cls, options, path)
+
+
+def _params(target: Any) -> list[str]:
+    from restore.validation import accepted_keys
+
+    return accepted_keys(target)[0]
+
+
+def network_for_task(options: Mapping[str, Any], task: Task, path: str = "network_g") -> nn.Module:
+    """Build ``network_g`` with channels and scale taken from the task."""
+    return build_network(options, in_chans=task.in_chans, out_chans=task.out_chans, scale=task.scale, path=path)
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, metadata) from a safetensors file or, safely, from a foreign ``.pth`` file."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_weights(path)
+    obj = safe_torch_load(path, allow_numpy=True)
+    for entry in CONVERTERS.entries():
+        converted = entry.obj(obj, path)
+        if converted is not None:
+            state_dict, network = converted
+            return state_dict, {"network": network, "converted_by": entry.name}
+    if isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return strip_prefix(dict(obj)), {}
+    for key in ("params_ema", "params", "state_dict", "model"):  # BasicSR / common wrappers
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            return strip_prefix(dict(obj[key])), {}
+    raise CheckpointError(f"{path}: no state_dict found and no converter recognises this file.")
+
+
+def load_pretrained(net: nn.Module, path: str | Path, *, strict: bool = True) -> dict[str, Any]:
+    """Load weights from `path` into `net`; returns the file's metadata. Mismatches name the keys."""
+    state_dict, meta = read_state_dict(path)
+    try:
+        result = net.load_state_dict(state_dict, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise CheckpointError(f"{path} does not fit {type(net).__name__}: {exc}") from None
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing keys {_short(result.missing_keys)}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected keys {_short(result.unexpected_keys)}")
+    if problems and strict:
+        raise CheckpointError(
+            f"{path} does not fit {type(net).__name__}: {'; '.join(problems)}. "
+            "Check network_g against the checkpoint (or set path.strict_load_g: false)."
+        )
+    return meta
+
+
+def _short(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"[{shown}{', ...' if len(keys) > limit else ''}] ({len(keys)})"
+
+
+def model_from_checkpoint(path: str | Path, task_options: Mapping[str, Any] | None = None) -> tuple[nn.Module, Task]:
+    """Rebuild (network, task) from a weights file that records its options (`restore` checkpoints)."""
+    state_dict, meta = read_state_dict(path)
+    if "network" not in meta:
+        raise CheckpointError(f"{path}: does not record its network options; use an option file (-opt) instead.")
+    task_opts = task_options or meta.get("task")
+    if task_opts is None:
+        raise CheckpointError(f"{path}: does not record its task; pass the task options.")
+    task = build_task(task_opts)
+    net = network_for_task(meta["network"], task)
+    try:
+        net.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the recorded network ({exc}).") from None
+    return net, task
