@@ -16,7 +16,7 @@ from torch import nn
 from restore.archs import build_network
 from restore.checkpoint import load_weights, safe_torch_load, strip_prefix
 from restore.errors import CheckpointError, OptionError
-from restore.registry import CONVERTERS, TASKS
+from restore.registry import CONVERTERS, DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS, TASKS
 from restore.tasks import Task
 from restore.validation import call_with_options
 
@@ -102,3 +102,37 @@ def model_from_checkpoint(path: str | Path, task_options: Mapping[str, Any] | No
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the recorded network ({exc}).") from None
     return net, task
+
+
+def _split_type(block: Mapping[str, Any], path: str) -> tuple[str, dict[str, Any]]:
+    options = dict(block)
+    if "type" not in options:
+        raise OptionError(f"{path}: missing 'type'.")
+    return options.pop("type"), options
+
+
+def build_loss(block: Mapping[str, Any], path: str = "train.pixel_opt") -> nn.Module:
+    name, options = _split_type(block, path)
+    return call_with_options(LOSSES.get(name), options, path)
+
+
+def build_optimizer(block: Mapping[str, Any], params: list[nn.Parameter],
+                    path: str = "train.optim_g") -> torch.optim.Optimizer:
+    name, options = _split_type(block, path)
+    return call_with_options(OPTIMIZERS.get(name), options, path, params=params)
+
+
+def build_scheduler(block: Mapping[str, Any] | None, optimizer: torch.optim.Optimizer,
+                    path: str = "train.scheduler") -> Any:
+    """The LR scheduler, stepped once per optimizer update (iteration-based, like BasicSR)."""
+    if block is None:
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    name, options = _split_type(block, path)
+    return call_with_options(SCHEDULERS.get(name), options, path, optimizer=optimizer)
+
+
+def build_dataset(block: Any, task: Task, phase_key: str, seed: int) -> Any:
+    """The dataset of ``datasets.<phase_key>`` (a `restore.schema.DatasetOptions`)."""
+    dataset_cls = DATASETS.get(block.type)
+    return call_with_options(dataset_cls, block.dataset_kwargs(), f"datasets.{phase_key}",
+                             task=task, phase=phase_key, seed=seed)

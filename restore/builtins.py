@@ -8,7 +8,17 @@ import torch
 from torch import nn
 
 import restore.metrics  # noqa: F401  (registers psnr, ssim)
-from restore.api import OPTIMIZERS, SCHEDULERS, ArchInfo, NoSharing, RecursiveSharing, register_arch, register_sharing
+from restore.api import (
+    DATASETS,
+    OPTIMIZERS,
+    SCHEDULERS,
+    ArchInfo,
+    NoSharing,
+    RecursiveSharing,
+    register_arch,
+    register_sharing,
+)
+from restore.data.paired import PairedImageDataset
 
 register_sharing(NoSharing)
 register_sharing(RecursiveSharing)
@@ -37,3 +47,6 @@ class Identity(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+
+DATASETS.register(PairedImageDataset)

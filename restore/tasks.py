@@ -8,6 +8,7 @@ task is one class registered with ``@register_task``.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,13 +68,24 @@ class Task:
     out_chans: int = 3
     baseline: dict[str, Any] = {"type": "Identity"}
 
+    def at_scale(self, scale: int) -> Task:
+        """This task at another scale (multi-scale training and evaluation)."""
+        if scale == self.scale:
+            return self
+        other = copy.copy(self)
+        other.scale = scale
+        return other
+
     # -- reading and network space -----------------------------------------------------------
     def read(self, path: Path) -> np.ndarray:
         """Read one file from disk as an HWC array in its own dtype."""
         return read_array(path)
 
-    def prepare(self, gt: np.ndarray | None, lq: np.ndarray | None, *, name: str) -> Sample:
-        """Raw arrays (as read) to network space; GT is cropped to a multiple of the scale."""
+    def prepare(self, gt: np.ndarray | None, lq: np.ndarray | None, *, name: str,
+                source: Path | None = None) -> Sample:
+        """Raw arrays (as read) to network space; GT is cropped to a multiple of the scale.
+        `source` is the file the sample was read from (GT, else LQ) when there is one: tasks that
+        save outputs in their input's format (depth maps) record it in the meta."""
         gt_f = None if gt is None else self.to_network(mod_crop(gt, self.scale), name=name)
         lq_f = None if lq is None else self.to_network(lq, name=name)
         if gt_f is not None and lq_f is not None:

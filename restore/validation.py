@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ConfigDict, PydanticUserError, TypeAdapter, ValidationError
 
 from restore.errors import OptionError, did_you_mean
 
@@ -49,24 +49,27 @@ def check_options(
     options: Mapping[str, Any],
     path: str,
     provided: Mapping[str, Any] | None = None,
+    sibling_keys: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Validate `options` as keyword arguments of `target`; return them coerced to annotated types.
 
     `provided` are keywords the caller supplies itself (not from the option file); they count as
-    present for the required-key check.
+    present for the required-key check and are not accepted from the file. `sibling_keys` are other
+    valid keys of the same block (handled by the caller), offered as suggestions for typos.
     """
     sig = _signature(target)
     names, open_ended = accepted_keys(target)
     name = getattr(target, "__name__", str(target))
     out: dict[str, Any] = {}
+    settable = [n for n in names if n not in (provided or {})]
     for key, value in options.items():
-        if key not in names:
-            if open_ended:
+        if key not in settable:
+            if open_ended and key not in names:
                 out[key] = value
                 continue
             raise OptionError(
-                f"{path}.{key}: unknown option for {name}.{did_you_mean(key, names)} "
-                f"Accepted options: {', '.join(names) or '(none)'}."
+                f"{path}.{key}: unknown option for {name}.{did_you_mean(key, [*settable, *sibling_keys])} "
+                f"Accepted options: {', '.join([*sibling_keys, *settable]) or '(none)'}."
             )
         out[key] = _coerce(sig.parameters[key], value, f"{path}.{key}")
     supplied = set(out) | set(provided or {})
@@ -87,11 +90,16 @@ def _coerce(param: inspect.Parameter, value: Any, path: str) -> Any:
     if adapter is None:
         return value
     try:
-        return adapter.validate_python(value)
+        coerced = adapter.validate_python(value)
+    except PydanticUserError:  # annotation pydantic cannot build a validator for: accept as given
+        return value
     except ValidationError as exc:
         first = exc.errors()[0]
         expected = getattr(param.annotation, "__name__", None) or str(param.annotation).replace("typing.", "")
         raise OptionError(f"{path}: expected {expected}, got {value!r} ({first['msg']}).") from None
+    # Keep plain data (e.g. "2e-4" -> 0.0002, [1, 2] -> (1, 2)); pydantic turns some annotations
+    # (Iterable, Callable) into lazy wrappers the target does not expect.
+    return coerced if isinstance(coerced, (int, float, str, tuple, list, dict)) else value
 
 
 def call_with_options(target: Callable[..., Any], options: Mapping[str, Any], path: str, **provided: Any) -> Any:

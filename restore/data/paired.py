@@ -1,0 +1,205 @@
+"""Paired GT/LQ datasets and the resumable training sampler.
+
+Every random choice of a training sample (crop, flips, the task's degradation) comes from an
+RNG seeded by the sample's position in an endless, epoch-wise shuffled stream. A sample is
+therefore a pure function of (seed, position): the same for any number of workers or processes,
+for a folder and the LMDB made from it, and after a resume from any iteration.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from restore.errors import DataError
+from restore.tasks import Sample, Task
+
+
+class SampleKey(NamedTuple):
+    index: int  # which image
+    position: int  # place in the endless training stream (seeds the sample's randomness)
+    scale: int | None  # scale drawn for this batch (multi-scale training)
+
+
+def name_seed(seed: int, name: str) -> np.random.Generator:
+    """A generator fixed by (seed, image name): test-time degradations are reproducible."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """HWC float32 array to a CHW tensor."""
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+
+class PairedImageDataset(Dataset):
+    """GT images (folder, LMDB or ``skimage:`` photos) with LQ read from disk or made by the task.
+
+    dataroot_gt / dataroot_lq: sources (``dataroot_lq: ~`` = the task degrades GT on the fly).
+    io_backend: ``{type: disk|lmdb|auto}`` as in BasicSR.
+    meta_info_file: BasicSR list of GT names restricting a folder.
+    filename_tmpl: LQ key from the GT key, e.g. ``'{}x2'`` for Set5's ``LR_bicubic/X2``.
+    gt_size / lq_size: training patch size (give one; ``lq_size`` suits multi-scale training).
+    scales: training scales drawn per batch (multi-scale nets); evaluation uses the task's scale.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        phase: str,
+        seed: int,
+        dataroot_gt: str,
+        dataroot_lq: str | None = None,
+        io_backend: dict[str, str] | None = None,
+        meta_info_file: str | None = None,
+        filename_tmpl: str = "{}",
+        gt_size: int | None = None,
+        lq_size: int | None = None,
+        use_hflip: bool = True,
+        use_rot: bool = True,
+        scales: list[int] | None = None,
+    ) -> None:
+        from restore.data.sources import open_source
+
+        self.task, self.phase, self.seed = task, phase, seed
+        backend = (io_backend or {}).get("type", "auto")
+        self.gt = open_source(dataroot_gt, backend=backend, meta_info_file=meta_info_file, read_file=task.read)
+        self.lq = None if dataroot_lq is None else open_source(dataroot_lq, backend=backend, read_file=task.read)
+        self.filename_tmpl = filename_tmpl
+        self.keys = self.gt.keys()
+        if self.lq is not None:
+            lq_keys = set(self.lq.keys())
+            missing = [k for k in self.keys if filename_tmpl.format(k) not in lq_keys]
+            if missing:
+                raise DataError(
+                    f"{dataroot_lq}: no LQ image for GT {', '.join(missing[:5])} "
+                    f"(looked for '{filename_tmpl.format(missing[0])}' with filename_tmpl '{filename_tmpl}')."
+                )
+        if gt_size is not None and lq_size is not None:
+            raise DataError(f"datasets.{phase}: give gt_size or lq_size, not both.")
+        self.gt_size, self.lq_size = gt_size, lq_size
+        self.use_hflip, self.use_rot = use_hflip, use_rot
+        self.scales = list(scales) if scales else None
+        self._tasks: dict[int, Task] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def task_at(self, scale: int | None) -> Task:
+        if scale is None or scale == self.task.scale:
+            return self.task
+        return self._tasks.setdefault(scale, self.task.at_scale(scale))
+
+    def load(self, index: int, task: Task) -> Sample:
+        """Read one pair and bring it to network space (no crop, no degradation yet)."""
+        key = self.keys[index]
+        gt = self.gt.read(key)
+        lq = None if self.lq is None else self.lq.read(self.filename_tmpl.format(key))
+        return task.prepare(gt, lq, name=key)
+
+    def __getitem__(self, item: int | SampleKey) -> dict[str, Any]:
+        if isinstance(item, SampleKey):
+            return self._training_sample(item)
+        return self._evaluation_sample(int(item))
+
+    def _training_sample(self, key: SampleKey) -> dict[str, Any]:
+        task = self.task_at(key.scale)
+        scale = task.scale
+        rng = np.random.default_rng([self.seed, key.position])
+        sample = self.load(key.index, task)
+        gt, lq = self._random_crop(sample, scale, rng)
+        gt, lq = self._augment(gt, lq, rng)
+        if lq is None:
+            lq = task.degrade(gt, rng=rng, train=True, scale=scale)
+        return {"lq": to_tensor(lq), "gt": to_tensor(gt), "scale": scale}
+
+    def _random_crop(self, sample: Sample, scale: int, rng: np.random.Generator):
+        gt, lq = sample.gt, sample.lq
+        if self.gt_size is None and self.lq_size is None:
+            return gt, lq
+        lq_patch = self.lq_size if self.lq_size is not None else self.gt_size // scale
+        if self.gt_size is not None and self.gt_size % scale:
+            raise DataError(f"datasets.{self.phase}.gt_size {self.gt_size} is not a multiple of the scale {scale}.")
+        gt_patch = lq_patch * scale
+        h, w = gt.shape[:2]
+        if h < gt_patch or w < gt_patch:
+            raise DataError(
+                f"{self.gt.describe(sample.meta['name'])}: {w}x{h} is smaller than the training patch "
+                f"{gt_patch}x{gt_patch}; lower gt_size/lq_size or drop the image."
+            )
+        top = int(rng.integers(0, h // scale - lq_patch + 1))
+        left = int(rng.integers(0, w // scale - lq_patch + 1))
+        gt = gt[top * scale : top * scale + gt_patch, left * scale : left * scale + gt_patch]
+        if lq is not None:
+            lq = lq[top : top + lq_patch, left : left + lq_patch]
+        return gt, lq
+
+    def _augment(self, gt: np.ndarray, lq: np.ndarray | None, rng: np.random.Generator):
+        hflip = self.use_hflip and rng.random() < 0.5
+        vflip = self.use_rot and rng.random() < 0.5
+        transpose = self.use_rot and rng.random() < 0.5
+
+        def apply(img: np.ndarray | None) -> np.ndarray | None:
+            if img is None:
+                return None
+            if hflip:
+                img = img[:, ::-1]
+            if vflip:
+                img = img[::-1]
+            if transpose:
+                img = img.transpose(1, 0, 2)
+            return np.ascontiguousarray(img)
+
+        return apply(gt), apply(lq)
+
+    def _evaluation_sample(self, index: int) -> dict[str, Any]:
+        sample = self.load(index, self.task)
+        lq = sample.lq
+        if lq is None:
+            lq = self.task.degrade(sample.gt, rng=name_seed(self.seed, sample.meta["name"]), train=False,
+                                   scale=self.task.scale)
+        return {"lq": lq, "gt": sample.gt, "meta": sample.meta, "name": sample.meta["name"]}
+
+
+class TrainBatchSampler:
+    """Endless batches of `SampleKey`s for one process, resumable at any batch.
+
+    The stream is epoch-wise shuffled with `seed`; process `rank` of `num_replicas` takes its
+    slice of each global batch, so all processes together see what one process would.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, *, num_replicas: int = 1, rank: int = 0,
+                 enlarge_ratio: int = 1, scales: Sequence[int] | None = None, start_batch: int = 0) -> None:
+        if num_items == 0:
+            raise DataError("the training dataset is empty.")
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch_length = num_items * enlarge_ratio
+        self.scales = list(scales) if scales else None
+        self.start_batch = start_batch
+        self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+
+    def _index_at(self, position: int) -> int:
+        epoch, offset = divmod(position, self.epoch_length)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.epoch_length)
+        return int(self._perm[offset]) % self.num_items
+
+    def batch(self, batch_index: int) -> list[SampleKey]:
+        global_batch = self.batch_size * self.num_replicas
+        first = batch_index * global_batch + self.rank * self.batch_size
+        scale = None
+        if self.scales:
+            scale = self.scales[int(np.random.default_rng([self.seed, batch_index, 1]).integers(len(self.scales)))]
+        return [SampleKey(self._index_at(p), p, scale) for p in range(first, first + self.batch_size)]
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        batch_index = self.start_batch
+        while True:
+            yield self.batch(batch_index)
+            batch_index += 1

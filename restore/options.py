@@ -1,0 +1,213 @@
+"""Option files: safe YAML, ``base:`` inheritance, ``--set`` overrides, validation with key paths.
+
+Everything is checked before any work starts: the core schema (`restore.schema`) first, then
+every block that names a registered object against that object's signature.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from restore.errors import OptionError, did_you_mean
+from restore.schema import DatasetOptions, Options
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``2e-4`` as a float (YAML 1.1 wants ``2.0e-4``) and rejects duplicate keys."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            first = seen[key].start_mark.line + 1
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (first at line {first})", key_node.start_mark
+            )
+        seen[key] = key_node
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        raise OptionError(f"{source}: invalid YAML: {exc}".replace("\n", " ")) from None
+
+
+def read_yaml_file(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise OptionError(f"{path}: option file not found.")
+    data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise OptionError(f"{path}: an option file must be a mapping of keys, got {type(data).__name__}.")
+    return data
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`override` on top of `base`: mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_with_bases(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """An option file with its ``base:`` file(s) merged underneath (paths relative to the file)."""
+    path = Path(path).resolve()
+    if path in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, path))
+        raise OptionError(f"option files inherit from each other in a cycle: {cycle}")
+    data = read_yaml_file(path)
+    bases = data.pop("base", None)
+    if bases is None:
+        return data
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else list(bases):
+        merged = deep_merge(merged, read_with_bases(path.parent / base, (*_chain, path)))
+    return deep_merge(merged, data)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` strings (values are YAML: ``200``, ``[2, 3]``, ``~``)."""
+    for item in overrides:
+        key_path, sep, raw = item.partition("=")
+        if not sep or not key_path:
+            raise OptionError(f"--set {item!r}: expected key.path=value, e.g. --set train.total_iter=200")
+        value = parse_yaml(raw, f"--set {key_path}")
+        node: Any = data
+        parts = key_path.split(".")
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, list) and part.isdigit():
+                node = node[int(part)]
+            else:
+                if not isinstance(node.get(part), (dict, list)):
+                    if part in node and node[part] is not None:
+                        where = ".".join(parts[: i + 1])
+                        raise OptionError(f"--set {key_path}: {where} is a value, not a block of keys.")
+                    node[part] = {}
+                node = node[part]
+        last = parts[-1]
+        if isinstance(node, list) and last.isdigit():
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+def _child_model(annotation: Any, step: Any) -> Any:
+    """The schema type one step below `annotation` along a validation-error location."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if arg is not type(None):
+                return _child_model(arg, step)
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(step)
+        return field.annotation if field else None
+    if origin is dict:
+        return typing.get_args(annotation)[1]
+    return None
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    annotation: Any = Options
+    for step in loc:
+        annotation = _child_model(annotation, step)
+        if annotation is None:
+            return []
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _describe_error(err: Mapping[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        return f"{path}: unknown key.{did_you_mean(str(key), _known_keys(loc[:-1]))}"
+    if kind == "missing":
+        return f"{path}: missing required key."
+    got = err.get("input")
+    return f"{path}: {err['msg']} (got {got!r})."
+
+
+def validate(data: Mapping[str, Any], source: str = "options") -> Options:
+    """The schema-checked options; errors name every bad key path."""
+    try:
+        return Options.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = "; ".join(_describe_error(e) for e in exc.errors())
+        raise OptionError(f"{source}: {problems}") from None
+
+
+def load_options(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Options:
+    """Read, inherit, override and validate an option file."""
+    data = apply_overrides(read_with_bases(path), overrides)
+    return validate(data, str(path))
+
+
+def dump_options(options: Options) -> str:
+    """The resolved options as YAML (loadable again with `load_options`)."""
+    data = options.model_dump(mode="json", exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def check_registered_blocks(options: Options) -> None:
+    """Build every object the option file names (task, network, loss, optimizer, scheduler,
+    metrics) and check dataset blocks against their classes, without reading any data."""
+    from restore.build import build_loss, build_optimizer, build_scheduler, build_task, network_for_task
+    from restore.metrics import MetricSet
+    from restore.registry import DATASETS
+    from restore.validation import check_options
+
+    task = build_task(options.task, options.scale)
+    net = network_for_task(options.network_g, task)
+    for key, block in options.datasets.items():
+        check_options(DATASETS.get(block.type), block.dataset_kwargs(), f"datasets.{key}",
+                      provided=dataset_provided_args(), sibling_keys=tuple(DatasetOptions.model_fields))
+    MetricSet(options.val.metrics if options.val.metrics is not None else task.default_metrics())
+    if options.train is not None:
+        build_loss(options.train.pixel_opt)
+        optimizer = build_optimizer(options.train.optim_g, [p for p in net.parameters() if p.requires_grad])
+        build_scheduler(options.train.scheduler, optimizer)
+
+
+def dataset_provided_args() -> dict[str, Any]:
+    """Keyword arguments the core gives every dataset class itself (not settable from files)."""
+    return {"task": None, "phase": None, "seed": None}
+
