@@ -65,7 +65,7 @@ def network_kwargs(options: Mapping[str, Any], *, in_chans: int | None, out_chan
     options = dict(options)
     if "type" not in options:
         raise OptionError(f"{path}: missing 'type' (an arch name; `restore plugins` lists them).")
-    entry = ARCHS.entry(options.pop("type"))
+    entry = ARCHS.entry(options.pop("type"), f"{path}.type")
     ctor = entry.obj
     info: ArchInfo = entry.meta.get("info") or ArchInfo()
     names, _ = accepted_keys(ctor)

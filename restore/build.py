@@ -26,7 +26,7 @@ def build_task(options: Mapping[str, Any], scale: int | None = None, path: str =
     options = dict(options)
     if "type" not in options:
         raise OptionError(f"{path}: missing 'type' (one of {', '.join(TASKS.names())}).")
-    task_cls = TASKS.get(options.pop("type"))
+    task_cls = TASKS.get(options.pop("type"), f"{path}.type")
     if scale is not None and "scale" not in options and "scale" in _params(task_cls):
         options["scale"] = scale
     return call_with_options(task_cls, options, path)
@@ -113,13 +113,13 @@ def _split_type(block: Mapping[str, Any], path: str) -> tuple[str, dict[str, Any
 
 def build_loss(block: Mapping[str, Any], path: str = "train.pixel_opt") -> nn.Module:
     name, options = _split_type(block, path)
-    return call_with_options(LOSSES.get(name), options, path)
+    return call_with_options(LOSSES.get(name, f"{path}.type"), options, path)
 
 
 def build_optimizer(block: Mapping[str, Any], params: list[nn.Parameter],
                     path: str = "train.optim_g") -> torch.optim.Optimizer:
     name, options = _split_type(block, path)
-    return call_with_options(OPTIMIZERS.get(name), options, path, params=params)
+    return call_with_options(OPTIMIZERS.get(name, f"{path}.type"), options, path, params=params)
 
 
 def build_scheduler(block: Mapping[str, Any] | None, optimizer: torch.optim.Optimizer,
@@ -128,11 +128,11 @@ def build_scheduler(block: Mapping[str, Any] | None, optimizer: torch.optim.Opti
     if block is None:
         return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     name, options = _split_type(block, path)
-    return call_with_options(SCHEDULERS.get(name), options, path, optimizer=optimizer)
+    return call_with_options(SCHEDULERS.get(name, f"{path}.type"), options, path, optimizer=optimizer)
 
 
 def build_dataset(block: Any, task: Task, phase_key: str, seed: int) -> Any:
     """The dataset of ``datasets.<phase_key>`` (a `restore.schema.DatasetOptions`)."""
-    dataset_cls = DATASETS.get(block.type)
+    dataset_cls = DATASETS.get(block.type, f"datasets.{phase_key}.type")
     return call_with_options(dataset_cls, block.dataset_kwargs(), f"datasets.{phase_key}",
                              task=task, phase=phase_key, seed=seed)

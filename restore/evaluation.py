@@ -166,7 +166,7 @@ def write_report(results: EvalResults, metrics: MetricSet, out_dir: Path, title:
         unit = metrics.unit(metric)
         ax.set_ylabel(f"{metric} ({unit})" if unit else metric)
         better = "higher" if metrics.higher_is_better(metric) else "lower"
-        ax.set_title(f"{title or results.dataset}: {metric}, {better} is better", fontsize=9)
+        ax.set_title(f"{results.dataset}: {metric} per image ({better} is better)", fontsize=9)
         finite = [v for model in results.models for v in results.values[model][metric] if math.isfinite(v)]
         if finite and better == "higher":
             lo, hi = min(finite), max(finite)

@@ -56,7 +56,7 @@ class MetricSet:
         self.items: list[tuple[str, Any, dict[str, Any], bool, str]] = []
         for label, block in options.items():
             block = dict(block)
-            entry = METRICS.entry(block.pop("type", label))
+            entry = METRICS.entry(block.pop("type", label), f"{path}.{label}.type")
             kwargs = check_options(entry.obj, block, f"{path}.{label}", provided={"output": 0, "gt": 0})
             self.items.append(
                 (label, entry.obj, kwargs, bool(entry.meta.get("higher_is_better", True)), entry.meta.get("unit", ""))

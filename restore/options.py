@@ -198,7 +198,7 @@ def check_registered_blocks(options: Options) -> None:
     task = build_task(options.task, options.scale)
     net = network_for_task(options.network_g, task)
     for key, block in options.datasets.items():
-        check_options(DATASETS.get(block.type), block.dataset_kwargs(), f"datasets.{key}",
+        check_options(DATASETS.get(block.type, f"datasets.{key}.type"), block.dataset_kwargs(), f"datasets.{key}",
                       provided=dataset_provided_args(), sibling_keys=tuple(DatasetOptions.model_fields))
     MetricSet(options.val.metrics if options.val.metrics is not None else task.default_metrics())
     if options.train is not None:

@@ -101,7 +101,8 @@ class Registry:
         self._aliases = {a: n for a, n in self._aliases.items() if n in self._entries}
 
     # -- looking up --------------------------------------------------------------------------
-    def entry(self, name: str) -> Entry:
+    def entry(self, name: str, path: str | None = None) -> Entry:
+        """The entry for `name`; `path` (the option key that named it) prefixes the error message."""
         load_plugins()
         found = self._lookup_exact(name)
         if found is None:  # tolerate case differences when unambiguous
@@ -109,11 +110,11 @@ class Registry:
             if len(folded) == 1:
                 found = self._lookup_exact(folded[0])
         if found is None:
-            raise RegistryError(self._miss_message(name))
+            raise RegistryError((f"{path}: " if path else "") + self._miss_message(name))
         return found
 
-    def get(self, name: str) -> Any:
-        return self.entry(name).obj
+    def get(self, name: str, path: str | None = None) -> Any:
+        return self.entry(name, path).obj
 
     def _miss_message(self, name: str) -> str:
         known = sorted(self._entries, key=str.lower)

@@ -117,6 +117,17 @@ class NoSharing(SharingScheme):
     name = "none"
 
 
+class _SlotResolver:
+    """Finds a slot's module in its scheme. An object, not a closure, so that ``copy.deepcopy(net)``
+    (EMA copies) resolves to the copied scheme: deepcopy copies objects but not functions."""
+
+    def __init__(self, scheme: RecursiveSharing, key: str) -> None:
+        self.scheme, self.key = scheme, key
+
+    def __call__(self) -> nn.Module:
+        return self.scheme.shared[self.key]
+
+
 class RecursiveSharing(SharingScheme):
     """One weight tensor per slot, reused by every layer that names the slot (classic recursion)."""
 
@@ -138,7 +149,7 @@ class RecursiveSharing(SharingScheme):
                 f"recursive sharing: slot '{slot}' was requested as {self._signatures[key]} and as {signature}; "
                 "layers that share a slot must have the same shape"
             )
-        return SharedRef(lambda: self.shared[key], f"{kind} slot '{slot}'")
+        return SharedRef(_SlotResolver(self, key), f"{kind} slot '{slot}'")
 
     def conv2d(self, slot, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         signature = ("conv2d", in_channels, out_channels, kernel_size, stride, padding, bias)
@@ -177,7 +188,7 @@ def build_sharing(spec: SharingSpec, default: SharingSpec = "none") -> SharingSc
     options = dict(spec)
     if "type" not in options:
         raise OptionError(f"sharing: missing 'type' (one of {', '.join(SHARING.names())})")
-    scheme_cls = SHARING.get(options.pop("type"))
+    scheme_cls = SHARING.get(options.pop("type"), "network_g.sharing.type")
     return call_with_options(scheme_cls, options, path="network_g.sharing")
 
 

@@ -75,11 +75,12 @@ def run_tests(options: Options, *, weights: str | None, models: str, sets: dict[
         if models == "net":
             raise OptionError("no weights: give --weights FILE or path.pretrain_network_g (or --model baseline).")
         models = "baseline"
-    metrics = MetricSet(options.val.metrics if options.val.metrics is not None else task.default_metrics())
     out_root = out_root or Path(options.path.results_root) / options.name
     runs: list[TestRun] = []
     for key, block in sets.items():
         set_task = task.at_scale(block.scale or task.scale)
+        # Per set: a task's default metrics depend on its scale (border crop = scale for SR).
+        metrics = MetricSet(options.val.metrics if options.val.metrics is not None else set_task.default_metrics())
         nets: dict[str, torch.nn.Module] = {}
         if models in ("both", "net"):
             net = network_for_task(options.network_g, set_task)

@@ -120,6 +120,8 @@ def train(options: Options, *, resume: str | bool | None = None, dry_run: bool =
 
     opt_train = options.train
     accelerator = Accelerator(
+        # Without a GPU, Accelerate only forms a multi-process (gloo) group when told it runs on the CPU.
+        cpu=not torch.cuda.is_available(),
         mixed_precision=opt_train.mixed_precision,
         gradient_accumulation_steps=opt_train.gradient_accumulation_steps,
         step_scheduler_with_optimizer=False,
@@ -233,7 +235,9 @@ def train(options: Options, *, resume: str | bool | None = None, dry_run: bool =
         if it % options.logger.print_freq == 0 or it == opt_train.total_iter:
             elapsed = time.time() - tick
             rate = steps_since_log / max(elapsed, 1e-9) / opt_train.gradient_accumulation_steps
-            mean_loss = running["l_pix"] / steps_since_log
+            # every process reaches this line at the same iteration; log the mean over processes
+            mean_loss = accelerator.reduce(torch.tensor(running["l_pix"] / steps_since_log,
+                                                        device=accelerator.device), "mean").item()
             lr = optimizer.param_groups[0]["lr"]
             eta = (opt_train.total_iter - it) / max(rate, 1e-9)
             log.info("[iter %d/%d] l_pix %.4e  lr %.3e  %.2f it/s  eta %s", it, opt_train.total_iter, mean_loss,

@@ -17,7 +17,15 @@ import numpy as np
 from restore.errors import DataError
 from restore.registry import READERS
 
+_UMASK = os.umask(0)  # there is no way to read the umask without setting it
+os.umask(_UMASK)
+
+# Corrupt files are reported by our own errors; OpenCV's console warnings would only add noise.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# Read natively by `decode_image` (no plugin needed); a registered reader still takes precedence.
+ARRAY_EXTENSIONS = (".npy",)
 
 
 def _to_hwc_rgb(img: np.ndarray) -> np.ndarray:
@@ -78,6 +86,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the permissions open() would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -100,7 +109,7 @@ def list_files(folder: str | os.PathLike, extensions: tuple[str, ...] | None = N
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder.")
-    allowed = extensions or (*IMAGE_EXTENSIONS, *READERS.names())
+    allowed = extensions or (*IMAGE_EXTENSIONS, *ARRAY_EXTENSIONS, *READERS.names())
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in allowed)
     if not files:
         raise DataError(f"{folder}: the folder holds no readable files ({', '.join(allowed)}).")

@@ -99,7 +99,8 @@ class PairedImageDataset(Dataset):
         key = self.keys[index]
         gt = self.gt.read(key)
         lq = None if self.lq is None else self.lq.read(self.filename_tmpl.format(key))
-        return task.prepare(gt, lq, name=key)
+        path_of = getattr(self.gt, "path", None)  # folders know their files; LMDBs and skimage: do not
+        return task.prepare(gt, lq, name=key, source=path_of(key) if path_of else None)
 
     def __getitem__(self, item: int | SampleKey) -> dict[str, Any]:
         if isinstance(item, SampleKey):
