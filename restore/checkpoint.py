@@ -69,21 +69,18 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 
 
 def _numpy_allow_list() -> list[Any]:
-    """numpy scalar/dtype globals a released training checkpoint may hold in its logs.
+    """numpy scalar/array/dtype globals found in released training logs and RNG states.
 
-    They are listed under both the numpy-1 (``numpy.core``) and numpy-2 (``numpy._core``) names
-    a pickle may refer to; none of them executes code.
+    They rebuild plain numbers and arrays; none of them executes code. Pickles written under
+    numpy 1 name them ``numpy.core.*``, under numpy 2 ``numpy._core.*``: both are listed.
     """
     import numpy as np
 
     multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
-    allowed: list[Any] = [np.dtype, np.ndarray]
-    for package in ("numpy.core", "numpy._core"):
-        allowed.append((multiarray.scalar, f"{package}.multiarray.scalar"))
-        allowed.append((multiarray._reconstruct, f"{package}.multiarray._reconstruct"))
-    for name in ("float64", "float32", "int64", "int32", "bool"):
-        dtype_cls = type(np.dtype(name))
-        allowed.append((dtype_cls, f"numpy.dtypes.{dtype_cls.__name__}"))
+    allowed: list[Any] = [np.dtype, np.ndarray, multiarray.scalar, multiarray._reconstruct]
+    allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "uint32", "uint8", "bool")]
+    allowed += [(multiarray.scalar, "numpy.core.multiarray.scalar"),
+                (multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]
     return allowed
 
 

@@ -22,7 +22,7 @@ class CheckpointError(RestoreError):
     """A checkpoint that cannot be read safely or does not fit the network."""
 
 
-class RegistryError(RestoreError, KeyError):
+class RegistryError(OptionError, KeyError):
     """Unknown or duplicate name in a registry."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain.
