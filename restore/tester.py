@@ -30,6 +30,7 @@ class TestRun:
     results: EvalResults
     out_dir: Path
     table: str
+    weights: str | None
 
 
 def options_from_checkpoint(weights: str, dataset: str | None) -> Options:
@@ -42,6 +43,15 @@ def options_from_checkpoint(weights: str, dataset: str | None) -> Options:
         raise OptionError("--dataset: required when no option file is given.")
     return validate({"name": Path(weights).stem, "task": meta["task"], "network_g": meta["network"]},
                     source=weights)
+
+
+def trained_weights(options: Options) -> str | None:
+    """The weights `restore train` left for this option file (EMA first), if it was trained here."""
+    models = Path(options.path.experiments_root) / options.name / "models"
+    for name in ("net_g_ema_latest.safetensors", "net_g_latest.safetensors"):
+        if (models / name).is_file():
+            return str(models / name)
+    return None
 
 
 def test_sets(options: Options, dataset: str | None, lq: str | None, filename_tmpl: str,
@@ -70,10 +80,11 @@ def run_tests(options: Options, *, weights: str | None, models: str, sets: dict[
     check_paths(sets)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     task = build_task(options.task, options.scale)
-    weights = weights or options.path.pretrain_network_g
+    weights = weights or options.path.pretrain_network_g or trained_weights(options)
     if models in ("both", "net") and weights is None:
         if models == "net":
-            raise OptionError("no weights: give --weights FILE or path.pretrain_network_g (or --model baseline).")
+            raise OptionError("no weights: give --weights FILE or path.pretrain_network_g, train this option file "
+                              "first, or use --model baseline.")
         models = "baseline"
     out_root = out_root or Path(options.path.results_root) / options.name
     runs: list[TestRun] = []
@@ -99,7 +110,8 @@ def run_tests(options: Options, *, weights: str | None, models: str, sets: dict[
                            tile_overlap=options.val.tile_overlap, save_dir=out_dir if save_images else None,
                            figures=save_images, progress=progress)
         write_report(results, metrics, out_dir, title=f"{options.name} on {name} ({set_task.describe()})")
-        runs.append(TestRun(name, results, out_dir, markdown_table(results, metrics)))
+        runs.append(TestRun(name, results, out_dir, markdown_table(results, metrics),
+                            weights if models != "baseline" else None))
     return runs
 
 

@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     runs = run_tests(options, weights=args.weights, models=args.model, sets=sets,
                      out_root=Path(args.out) if args.out else None, save_images=not args.no_save_img,
                      device=args.device)
+    if runs and runs[0].weights:
+        print(f"weights: {runs[0].weights}")
     for run_ in runs:
         print(f"\n## {run_.dataset}\n\n{run_.table}\n\nreport: {run_.out_dir}")
     return 0

@@ -40,7 +40,7 @@ class PairedImageDataset(Dataset):
     """GT images (folder, LMDB or ``skimage:`` photos) with LQ read from disk or made by the task.
 
     dataroot_gt / dataroot_lq: sources (``dataroot_lq: ~`` = the task degrades GT on the fly).
-    io_backend: ``{type: disk|lmdb|auto}`` as in BasicSR.
+    io_backend: ``{type: disk|lmdb|auto}`` as in BasicSR (LMDB also takes ``readahead: false``).
     meta_info_file: BasicSR list of GT names restricting a folder.
     filename_tmpl: LQ key from the GT key, e.g. ``'{}x2'`` for Set5's ``LR_bicubic/X2``.
     gt_size / lq_size: training patch size (give one; ``lq_size`` suits multi-scale training).
@@ -54,7 +54,7 @@ class PairedImageDataset(Dataset):
         seed: int,
         dataroot_gt: str,
         dataroot_lq: str | None = None,
-        io_backend: dict[str, str] | None = None,
+        io_backend: dict[str, str | bool] | None = None,
         meta_info_file: str | None = None,
         filename_tmpl: str = "{}",
         gt_size: int | None = None,
@@ -66,9 +66,14 @@ class PairedImageDataset(Dataset):
         from restore.data.sources import open_source
 
         self.task, self.phase, self.seed = task, phase, seed
-        backend = (io_backend or {}).get("type", "auto")
-        self.gt = open_source(dataroot_gt, backend=backend, meta_info_file=meta_info_file, read_file=task.read)
-        self.lq = None if dataroot_lq is None else open_source(dataroot_lq, backend=backend, read_file=task.read)
+        io_backend = dict(io_backend or {})
+        backend, readahead = str(io_backend.pop("type", "auto")), bool(io_backend.pop("readahead", True))
+        if io_backend:
+            raise DataError(f"datasets.{phase}.io_backend: unknown key(s) {', '.join(io_backend)} (type, readahead).")
+        self.gt = open_source(dataroot_gt, backend=backend, meta_info_file=meta_info_file, read_file=task.read,
+                              readahead=readahead)
+        self.lq = None if dataroot_lq is None else open_source(dataroot_lq, backend=backend, read_file=task.read,
+                                                               readahead=readahead)
         self.filename_tmpl = filename_tmpl
         self.keys = self.gt.keys()
         if self.lq is not None:
