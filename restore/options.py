@@ -68,10 +68,13 @@ def read_yaml_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """`override` on top of `base`: mappings merge key by key, anything else is replaced."""
+    """`override` on top of `base`: mappings merge key by key, anything else is replaced; ``~``
+    over a block removes it (an inheriting file drops e.g. a test set it has no data for)."""
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+        if value is None and isinstance(merged.get(key), Mapping):
+            del merged[key]
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value

@@ -1,0 +1,32 @@
+"""Every option file shipped in options/ loads and validates; training files either find their data
+or stop before any work, naming the missing path and how to prepare it."""
+
+from __future__ import annotations
+
+import pytest
+
+from restore.errors import DataError
+from restore.options import check_registered_blocks, load_options
+from restore.trainer import train
+from tests.conftest import REPO
+
+OPTION_FILES = sorted((REPO / "options").glob("*.yml"))
+
+
+def test_there_are_option_files():
+    assert len(OPTION_FILES) >= 10
+
+
+@pytest.mark.parametrize("path", OPTION_FILES, ids=lambda p: p.name)
+def test_option_file_validates(path, monkeypatch):
+    monkeypatch.chdir(REPO)  # data paths in option files are relative to the project root
+    options = load_options(path)
+    check_registered_blocks(options)
+    if options.train is None:
+        return
+    try:
+        assert train(options, dry_run=True) is None
+    except DataError as err:  # a paper-scale dataset that is not on this machine
+        message = str(err)
+        assert message.startswith("datasets.") and "does not exist" in message
+        assert "Prepare it with:" in message and "See datasets/README.md" in message
