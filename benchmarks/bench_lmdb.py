@@ -20,27 +20,18 @@ import platform
 import random
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
+from machine import cpu_description  # benchmarks/machine.py (this script's folder is on sys.path)
 
 from restore.data.io import decode_image, encode_image, write_image
 from restore.data.lmdb import png_params, write_lmdb
 from restore.data.sources import FolderSource, LmdbSource, close_read_handle, open_source
 
 TILE = 128
-
-
-def machine() -> str:
-    try:
-        info = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} CPUs, {platform.system()}"
 
 
 def make_folders(workdir: Path) -> dict[str, Path]:
@@ -131,7 +122,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        print(f"machine: {machine()}")
+        print(f"machine: {cpu_description()}, {platform.system()}")
         print("ms per image; ratios > 1 mean the LMDB is faster than the folder.")
         print("| data | images | folder MiB | LMDB MiB | cache | read | folder | LMDB | LMDB, readahead off "
               "| folder/LMDB | folder/LMDB readahead off |")

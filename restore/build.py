@@ -43,8 +43,11 @@ def network_for_task(options: Mapping[str, Any], task: Task, path: str = "networ
     return build_network(options, in_chans=task.in_chans, out_chans=task.out_chans, scale=task.scale, path=path)
 
 
-def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state_dict, metadata) from a safetensors file or, safely, from a foreign ``.pth`` file."""
+def read_state_dict(path: str | Path, param_key: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, metadata) from a safetensors file or, safely, from a foreign ``.pth`` file.
+
+    `param_key` (BasicSR's ``path.param_key_g``: ``params`` or ``params_ema``) picks the weights of a
+    BasicSR checkpoint that holds both; by default the EMA weights are preferred."""
     path = Path(path)
     if path.suffix == ".safetensors":
         return load_weights(path)
@@ -56,15 +59,17 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             return state_dict, {"network": network, "converted_by": entry.name}
     if isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return strip_prefix(dict(obj)), {}
-    for key in ("params_ema", "params", "state_dict", "model"):  # BasicSR / common wrappers
+    for key in ((param_key,) if param_key else ("params_ema", "params", "state_dict", "model")):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             return strip_prefix(dict(obj[key])), {}
-    raise CheckpointError(f"{path}: no state_dict found and no converter recognises this file.")
+    wanted = f"no '{param_key}' entry" if param_key else "no state_dict found"
+    raise CheckpointError(f"{path}: {wanted} and no converter recognises this file.")
 
 
-def load_pretrained(net: nn.Module, path: str | Path, *, strict: bool = True) -> dict[str, Any]:
+def load_pretrained(net: nn.Module, path: str | Path, *, strict: bool = True,
+                    param_key: str | None = None) -> dict[str, Any]:
     """Load weights from `path` into `net`; returns the file's metadata. Mismatches name the keys."""
-    state_dict, meta = read_state_dict(path)
+    state_dict, meta = read_state_dict(path, param_key)
     try:
         result = net.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:  # shape mismatches
@@ -94,7 +99,7 @@ def model_from_checkpoint(path: str | Path, task_options: Mapping[str, Any] | No
         raise CheckpointError(f"{path}: does not record its network options; use an option file (-opt) instead.")
     task_opts = task_options or meta.get("task")
     if task_opts is None:
-        raise CheckpointError(f"{path}: does not record its task; pass the task options.")
+        raise CheckpointError(f"{path}: does not record its task; give an option file (-opt) with a task block.")
     task = build_task(task_opts)
     net = network_for_task(meta["network"], task)
     try:

@@ -95,7 +95,7 @@ def run_tests(options: Options, *, weights: str | None, models: str, sets: dict[
         nets: dict[str, torch.nn.Module] = {}
         if models in ("both", "net"):
             net = network_for_task(options.network_g, set_task)
-            load_pretrained(net, weights, strict=options.path.strict_load_g)
+            load_pretrained(net, weights, strict=options.path.strict_load_g, param_key=options.path.param_key_g)
             nets[str(options.network_g["type"])] = net.to(device)
         if models in ("both", "baseline"):
             baseline = network_for_task(set_task.baseline, set_task, path="task.baseline")

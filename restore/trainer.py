@@ -144,7 +144,8 @@ def train(options: Options, *, resume: str | bool | None = None, dry_run: bool =
     net = network_for_task(options.network_g, task)
     info = arch_info(net)
     if options.path.pretrain_network_g:
-        load_pretrained(net, options.path.pretrain_network_g, strict=options.path.strict_load_g)
+        load_pretrained(net, options.path.pretrain_network_g, strict=options.path.strict_load_g,
+                        param_key=options.path.param_key_g)
         log.info("loaded pretrained weights from %s", options.path.pretrain_network_g)
     ema = None
     if opt_train.ema_decay > 0:

@@ -96,7 +96,7 @@ def _model(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
         raise OptionError(f"{args.opt}: path.pretrain_network_g is empty; set it or pass --weights.")
     task = build_task(options.task, options.scale)
     net = network_for_task(options.network_g, task)
-    load_pretrained(net, weights, strict=options.path.strict_load_g)
+    load_pretrained(net, weights, strict=options.path.strict_load_g, param_key=options.path.param_key_g)
     val = options.val
     return net, task, {"tile": val.tile, "tile_overlap": val.tile_overlap, "quantize": val.quantize}
 
