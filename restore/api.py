@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from restore.archs import ArchInfo, arch_info, build_network, count_parameters, register_arch
-from restore.data.io import decode_image, list_files, read_array, write_image
+from restore.data.io import atomic_write_bytes, decode_image, list_files, read_array, write_image
 from restore.errors import CheckpointError, DataError, OptionError, RestoreError
 from restore.metrics import register_metric
 from restore.registry import (
@@ -86,8 +86,8 @@ __all__ = [
     "ARCHS", "CONVERTERS", "DATASETS", "LOSSES", "METRICS", "OPTIMIZERS", "READERS", "SCHEDULERS", "SHARING", "TASKS",
     "ArchInfo", "CheckpointError", "DataError", "Entry", "NoSharing", "OptionError", "RecursiveSharing",
     "Registry", "RestoreError", "Sample", "SharedRef", "SharingScheme", "Task",
-    "arch_info", "build_network", "build_sharing", "call_with_options", "check_options", "count_parameters",
-    "decode_image", "list_files", "materialize", "mod_crop", "quantize_uint8", "read_array",
+    "arch_info", "atomic_write_bytes", "build_network", "build_sharing", "call_with_options", "check_options",
+    "count_parameters", "decode_image", "list_files", "materialize", "mod_crop", "quantize_uint8", "read_array",
     "register_arch", "register_converter", "register_dataset", "register_loss", "register_metric", "register_reader",
     "register_sharing", "register_task", "write_image",
 ]

@@ -1,0 +1,178 @@
+"""Depth-map super-resolution: single-channel depth in its own units.
+
+Protocol of the depth-SR literature (DKN, FDSR, DCTNet...): crop the HR map to a multiple of
+the scale, make LR by bicubic downsampling of the float map (Pillow by default), normalise both
+with the HR map's min/max, and report RMSE after de-normalising, in the data's units times
+`unit_scale` (x100: metres -> cm for NYU-v2; x0.1: mm -> cm for RGB-D-D). Invalid pixels
+(non-finite, and zeros unless `zero_is_invalid` is false) are filled with their nearest valid
+neighbour for the network and masked out of every metric.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from restore.api import DataError, OptionError, Sample, Task, mod_crop, register_task
+
+from .depth_io import h5_variable, mat_variable, write_depth
+from .resize import ResizeMethod, resize
+from .sisr import check_divisible
+
+# Formats whose depth variable name must be kept when writing results back.
+_NAMED_FORMATS = {".mat": mat_variable, ".h5": h5_variable, ".hdf5": h5_variable}
+# Lossy or odd containers: results are written as lossless PNG instead.
+_REWRITE_AS_PNG = (".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def depth_channel(raw: np.ndarray, name: str) -> np.ndarray:
+    """One HW float64 map from an array as read (gray files saved as 3 equal channels accepted)."""
+    if raw.ndim == 2:
+        raw = raw[:, :, None]
+    if raw.shape[2] > 1:
+        if not all(np.array_equal(raw[:, :, 0], raw[:, :, c], equal_nan=True) for c in range(1, raw.shape[2])):
+            raise DataError(f"{name}: has {raw.shape[2]} different channels; a depth map must have one.")
+    return raw[:, :, 0].astype(np.float64)
+
+
+def fill_invalid(depth: np.ndarray, valid: np.ndarray, name: str) -> np.ndarray:
+    """`depth` with every invalid pixel replaced by its nearest valid neighbour."""
+    if valid.all():
+        return depth
+    if not valid.any():
+        raise DataError(f"{name}: has no valid depth pixel (all zero or non-finite).")
+    from scipy.ndimage import distance_transform_edt
+
+    nearest = distance_transform_edt(~valid, return_distances=False, return_indices=True)
+    return depth[tuple(nearest)]
+
+
+@register_task(name="depth_sr", aliases=("depth",))
+class DepthSR(Task):
+    """Depth-map SR by `scale` (x4/x8/x16). `downsample`: how LR is made (``pil`` = the
+    literature's Pillow bicubic on float maps, ``matlab``, ``torch``); the bicubic baseline uses
+    the same method. `normalize`: ``minmax`` (per-image HR min/max, the literature) or ``fixed``
+    (`value_range`). Metrics are in `units` = file units x `unit_scale`, with `border_crop`
+    pixels cropped from each side (6 for NYU-v2 / RGB-D-D)."""
+
+    in_chans = 1
+    out_chans = 1
+
+    def __init__(self, scale: int = 4, downsample: ResizeMethod = "pil",
+                 normalize: Literal["minmax", "fixed"] = "minmax", value_range: tuple[float, float] | None = None,
+                 border_crop: int = 0, units: str = "", unit_scale: float = 1.0, zero_is_invalid: bool = True) -> None:
+        if scale < 1:
+            raise OptionError(f"task.scale: must be 1 or more, got {scale}.")
+        if normalize == "fixed" and (value_range is None or value_range[1] <= value_range[0]):
+            raise OptionError("task.value_range: normalize 'fixed' needs value_range [low, high] with low < high.")
+        if border_crop < 0 or unit_scale <= 0:
+            raise OptionError("task: border_crop must be >= 0 and unit_scale > 0.")
+        self.scale = scale
+        self.downsample = downsample
+        self.normalize = normalize
+        self.value_range = value_range
+        self.border_crop = border_crop
+        self.units = units
+        self.unit_scale = unit_scale
+        self.zero_is_invalid = zero_is_invalid
+        self.baseline = {"type": "Bicubic", "method": downsample}
+
+    # -- network space ---------------------------------------------------------------------
+    def valid_mask(self, depth: np.ndarray) -> np.ndarray:
+        valid = np.isfinite(depth)
+        return valid & (depth != 0) if self.zero_is_invalid else valid
+
+    def bounds(self, depth: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
+        """(low, high) mapped to (0, 1) in network space."""
+        if self.normalize == "fixed":
+            return float(self.value_range[0]), float(self.value_range[1])
+        values = depth if valid.all() else depth[valid]  # (indexing copies: skip it when it can)
+        return float(values.min()), float(values.max())
+
+    def _normalised(self, depth: np.ndarray, valid: np.ndarray, bounds: tuple[float, float], name: str) -> np.ndarray:
+        low, high = bounds
+        span = high - low or 1.0  # a constant map maps to 0
+        return ((fill_invalid(depth, valid, name) - low) / span).astype(np.float32)[:, :, None]
+
+    def to_network(self, img: np.ndarray, *, name: str) -> np.ndarray:
+        """One map on its own (no GT): normalised by its own valid min/max."""
+        depth = depth_channel(img, name)
+        valid = self.valid_mask(depth)
+        return self._normalised(depth, valid, self.bounds(depth, valid), name)
+
+    def prepare(self, gt: np.ndarray | None, lq: np.ndarray | None, *, name: str,
+                source: Path | None = None) -> Sample:
+        gt_d = None if gt is None else depth_channel(mod_crop(gt, self.scale), name)
+        lq_d = None if lq is None else depth_channel(lq, name)
+        ref = gt_d if gt_d is not None else lq_d
+        if ref is None:
+            raise DataError(f"{name}: neither GT nor LQ was given.")
+        valid = self.valid_mask(ref)
+        fill_invalid(ref, valid, name)  # raises when nothing is valid
+        bounds = self.bounds(ref, valid)
+        meta: dict[str, Any] = {"name": name, "depth_min": bounds[0], "depth_max": bounds[1],
+                                "dtype": str((gt if gt is not None else lq).dtype)}
+        meta.update(self._source_format(source))
+        gt_n = lq_n = None
+        if gt_d is not None:
+            meta["valid"] = valid
+            gt_n = self._normalised(gt_d, valid, bounds, name)
+        if lq_d is not None:
+            lq_n = self._normalised(lq_d, self.valid_mask(lq_d), bounds, name)
+            needed = (gt_d.shape[0] // self.scale, gt_d.shape[1] // self.scale) if gt_d is not None else lq_d.shape
+            if lq_d.shape != needed:
+                raise DataError(f"{name}: LQ is {lq_d.shape[1]}x{lq_d.shape[0]} but GT {gt_d.shape[1]}x{gt_d.shape[0]} "
+                                f"at scale {self.scale} needs LQ {needed[1]}x{needed[0]}.")
+        return Sample(gt_n, lq_n, meta)
+
+    def degrade(self, gt: np.ndarray, *, rng: np.random.Generator, train: bool, scale: int | None = None) -> np.ndarray:
+        scale = scale or self.scale
+        check_divisible(gt, scale, "depth_sr")
+        return resize(gt, 1.0 / scale, self.downsample)
+
+    # -- results ---------------------------------------------------------------------------
+    def to_data(self, img: np.ndarray, meta: dict[str, Any], quantize: str = "round") -> np.ndarray:
+        """Network space -> the file's units (float32; `quantize` does not apply to depth)."""
+        low, high = meta["depth_min"], meta["depth_max"]
+        span = high - low or 1.0
+        return (img.astype(np.float64) * span + low).astype(np.float32)
+
+    def metric_context(self, meta: dict[str, Any]) -> dict[str, Any]:
+        return {"valid": meta.get("valid"), "unit_scale": self.unit_scale}
+
+    def default_metrics(self) -> dict[str, dict[str, Any]]:
+        crop = self.border_crop
+        return {
+            "rmse": {"type": "rmse", "crop_border": crop},
+            "psnr": {"type": "depth_psnr", "crop_border": crop, "data_range": "gt_range"},
+            "ssim": {"type": "depth_ssim", "crop_border": crop, "data_range": "gt_range"},
+            "invalid": {"type": "invalid_pixels", "crop_border": crop},
+        }
+
+    def _source_format(self, source: Path | None) -> dict[str, Any]:
+        if source is None:
+            return {}
+        suffix = Path(source).suffix.lower()
+        found: dict[str, Any] = {"format": ".png" if suffix in _REWRITE_AS_PNG else suffix}
+        if suffix in _NAMED_FORMATS:
+            found["variable"] = _NAMED_FORMATS[suffix](Path(source))
+        return found
+
+    def save_output(self, data: np.ndarray, stem: Path, meta: dict[str, Any]) -> Path:
+        """Write the map as its source was: same format, dtype, variable name and units."""
+        dtype = meta.get("dtype", "float32")
+        default = ".png" if dtype in ("uint8", "uint16") else ".npy"
+        suffix = meta.get("format", default)
+        return write_depth(Path(f"{stem}{suffix}"), data, dtype, meta.get("variable", "depth"))
+
+    def figure(self, panels: dict[str, np.ndarray], meta: dict[str, Any]) -> np.ndarray | None:
+        from .depth_figure import depth_figure
+
+        return depth_figure(panels, baseline=self.baseline["type"], valid=meta.get("valid"), units=self.units,
+                            unit_scale=self.unit_scale, crop_border=self.border_crop)
+
+    def describe(self) -> str:
+        units = f", RMSE in {self.units}" if self.units else ""
+        return f"depth SR x{self.scale} (LR by {self.downsample} bicubic, {self.normalize} normalisation{units})"
