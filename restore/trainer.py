@@ -106,6 +106,7 @@ def train(options: Options, *, resume: str | bool | None = None, dry_run: bool =
           progress: bool = True) -> TrainResult | None:
     """Train as the option file says; returns where the run's results are."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
     from accelerate.utils import gather_object, set_seed
     from tqdm import tqdm
 
@@ -119,6 +120,9 @@ def train(options: Options, *, resume: str | bool | None = None, dry_run: bool =
         return None
 
     opt_train = options.train
+    # Accelerate keeps its settings in a process-wide singleton; a second run in the same process
+    # (a notebook, the tests) may ask for another precision. The process group itself is kept.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         # Without a GPU, Accelerate only forms a multi-process (gloo) group when told it runs on the CPU.
         cpu=not torch.cuda.is_available(),

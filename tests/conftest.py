@@ -49,7 +49,9 @@ def write_options(tmp_path: Path):
 
 
 def tiny_sisr_options(tmp_path: Path, **overrides) -> dict:
-    """A small but real x2 SR run: scikit-image photos for training, Set5 (MATLAB LR) for validation."""
+    """A small but real x2 SR run: scikit-image photos for training, Set5 (MATLAB LR) for validation.
+
+    Overrides are keyword paths joined by ``__`` (``train__total_iter=5``); None drops the key."""
     options = {
         "name": "tiny_sisr",
         "task": {"type": "sisr", "scale": 2},
@@ -73,5 +75,8 @@ def tiny_sisr_options(tmp_path: Path, **overrides) -> dict:
         *parents, last = dotted.split("__")
         for part in parents:
             node = node.setdefault(part, {})
-        node[last] = value
+        if value is None:  # like `key: ~` in an inheriting option file: drop it
+            node.pop(last, None)
+        else:
+            node[last] = value
     return options

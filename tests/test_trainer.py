@@ -1,0 +1,57 @@
+"""Trainer options: gradient accumulation, mixed precision, warm-up, divergence, and the run folder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from restore.options import load_options
+from restore.trainer import TrainingDiverged, train
+from tests.conftest import tiny_sisr_options
+
+
+def _train(tmp_path, write_options, name, **overrides):
+    options = tiny_sisr_options(tmp_path, name=name, **overrides)
+    result = train(load_options(write_options(options, f"{name}.yml")), progress=False)
+    return result, load_file(str(result.experiment_dir / "models" / f"net_g_{result.iteration}.safetensors"))
+
+
+def test_accumulating_two_half_batches_equals_one_full_batch(tmp_path, write_options):
+    # SGD, not Adam: Adam would hide a gradient that is off by the accumulation factor
+    common = {"train__total_iter": 6, "val__val_freq": 100, "logger__save_checkpoint_freq": 100,
+              "datasets__val": None, "train__optim_g": {"type": "SGD", "lr": 0.05}}
+    _, full = _train(tmp_path, write_options, "full", datasets__train__batch_size_per_gpu=4, **common)
+    _, halves = _train(tmp_path, write_options, "halves", datasets__train__batch_size_per_gpu=2,
+                       train__gradient_accumulation_steps=2, **common)
+    for key in full:
+        torch.testing.assert_close(full[key], halves[key], atol=1e-6, rtol=0)  # a wrong scale differs by ~1e-2
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path, write_options):
+    result, weights = _train(tmp_path, write_options, "bf16", train__total_iter=4, train__mixed_precision="bf16",
+                             val__val_freq=4)
+    assert result.iteration == 4 and all(torch.isfinite(w).all() for w in weights.values())
+    assert result.last_validation["Set5/psnr"] > 20
+
+
+def test_warmup_ramps_the_learning_rate(tmp_path, write_options):
+    result, _ = _train(tmp_path, write_options, "warm", train__total_iter=4, train__warmup_iter=4,
+                       logger__print_freq=1, datasets__val=None)
+    log = next((result.experiment_dir / "logs").glob("train_*.log")).read_text()
+    lrs = [float(line.split("lr ")[1].split()[0]) for line in log.splitlines() if "[iter " in line]
+    assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+
+
+def test_diverging_loss_stops_with_advice(tmp_path, write_options):
+    with pytest.raises(TrainingDiverged, match="the loss became (nan|inf) at iteration .* Lower train.optim_g.lr"):
+        _train(tmp_path, write_options, "boom", train__optim_g={"type": "SGD", "lr": 1e30}, train__total_iter=50,
+               datasets__val=None)
+
+
+def test_an_earlier_run_of_the_same_name_is_archived_not_overwritten(tmp_path, write_options):
+    first, _ = _train(tmp_path, write_options, "again", train__total_iter=2, datasets__val=None)
+    (first.experiment_dir / "notes.txt").write_text("keep me")
+    _train(tmp_path, write_options, "again", train__total_iter=2, datasets__val=None)
+    archived = [p for p in first.experiment_dir.parent.iterdir() if p.name.startswith("again_archived_")]
+    assert len(archived) == 1 and (archived[0] / "notes.txt").read_text() == "keep me"
