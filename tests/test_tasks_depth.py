@@ -138,3 +138,8 @@ def test_the_figure_shows_every_panel_and_an_error_map(motorcycle):
     grey = np.all(picture == 127, axis=2) | np.all(picture == 128, axis=2)
     assert grey.any()  # unknown disparity is drawn grey
     assert picture.shape[1] / picture.shape[0] > 4  # LQ, Bicubic, UPS, GT and |UPS - GT| side by side
+
+
+def test_an_lr_map_of_the_wrong_size_is_named():
+    with pytest.raises(DataError, match="scene: LQ is 5x5 but GT 16x16 at scale 4 needs LQ 4x4"):
+        task(type="depth_sr", scale=4).prepare(np.ones((16, 16, 1)), np.ones((5, 5, 1)), name="scene")

@@ -91,40 +91,46 @@ class DepthSR(Task):
         values = depth if valid.all() else depth[valid]  # (indexing copies: skip it when it can)
         return float(values.min()), float(values.max())
 
-    def _normalised(self, depth: np.ndarray, valid: np.ndarray, bounds: tuple[float, float], name: str) -> np.ndarray:
+    @staticmethod
+    def _scaled(depth: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
         low, high = bounds
         span = high - low or 1.0  # a constant map maps to 0
-        return ((fill_invalid(depth, valid, name) - low) / span).astype(np.float32)[:, :, None]
+        return ((depth - low) / span).astype(np.float32)[:, :, None]
+
+    def _filled(self, depth: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(map with invalid pixels filled, validity mask)."""
+        valid = self.valid_mask(depth)
+        return fill_invalid(depth, valid, name), valid
 
     def to_network(self, img: np.ndarray, *, name: str) -> np.ndarray:
         """One map on its own (no GT): normalised by its own valid min/max."""
         depth = depth_channel(img, name)
-        valid = self.valid_mask(depth)
-        return self._normalised(depth, valid, self.bounds(depth, valid), name)
+        filled, valid = self._filled(depth, name)
+        return self._scaled(filled, self.bounds(depth, valid))
 
     def prepare(self, gt: np.ndarray | None, lq: np.ndarray | None, *, name: str,
                 source: Path | None = None) -> Sample:
+        if gt is None and lq is None:
+            raise DataError(f"{name}: neither GT nor LQ was given.")
         gt_d = None if gt is None else depth_channel(mod_crop(gt, self.scale), name)
         lq_d = None if lq is None else depth_channel(lq, name)
-        ref = gt_d if gt_d is not None else lq_d
-        if ref is None:
-            raise DataError(f"{name}: neither GT nor LQ was given.")
-        valid = self.valid_mask(ref)
-        fill_invalid(ref, valid, name)  # raises when nothing is valid
-        bounds = self.bounds(ref, valid)
-        meta: dict[str, Any] = {"name": name, "depth_min": bounds[0], "depth_max": bounds[1],
-                                "dtype": str((gt if gt is not None else lq).dtype)}
-        meta.update(self._source_format(source))
-        gt_n = lq_n = None
-        if gt_d is not None:
-            meta["valid"] = valid
-            gt_n = self._normalised(gt_d, valid, bounds, name)
-        if lq_d is not None:
-            lq_n = self._normalised(lq_d, self.valid_mask(lq_d), bounds, name)
-            needed = (gt_d.shape[0] // self.scale, gt_d.shape[1] // self.scale) if gt_d is not None else lq_d.shape
+        if gt_d is not None and lq_d is not None:
+            needed = (gt_d.shape[0] // self.scale, gt_d.shape[1] // self.scale)
             if lq_d.shape != needed:
                 raise DataError(f"{name}: LQ is {lq_d.shape[1]}x{lq_d.shape[0]} but GT {gt_d.shape[1]}x{gt_d.shape[0]} "
                                 f"at scale {self.scale} needs LQ {needed[1]}x{needed[0]}.")
+        # The HR map (or, without one, the LR map) sets the normalisation of both.
+        reference = gt_d if gt_d is not None else lq_d
+        filled, valid = self._filled(reference, name)
+        bounds = self.bounds(reference, valid)
+        meta: dict[str, Any] = {"name": name, "depth_min": bounds[0], "depth_max": bounds[1],
+                                "dtype": str((gt if gt is not None else lq).dtype), **self._source_format(source)}
+        gt_n = lq_n = None
+        if gt_d is not None:
+            meta["valid"] = valid
+            gt_n = self._scaled(filled, bounds)
+        if lq_d is not None:
+            lq_n = self._scaled(self._filled(lq_d, name)[0] if gt_d is not None else filled, bounds)
         return Sample(gt_n, lq_n, meta)
 
     def degrade(self, gt: np.ndarray, *, rng: np.random.Generator, train: bool, scale: int | None = None) -> np.ndarray:
