@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from restore.archs import ArchInfo, arch_info, build_network, count_parameters, register_arch
 from restore.data.io import atomic_write_bytes, decode_image, list_files, read_array, write_image
 from restore.errors import CheckpointError, DataError, OptionError, RestoreError
+from restore.inference import pad_to_multiple
 from restore.metrics import register_metric
 from restore.registry import (
     ARCHS,
@@ -68,7 +69,8 @@ def register_loss(obj: T | None = None, *, name: str | None = None, aliases: tup
 
 
 def register_converter(obj: T | None = None, *, name: str | None = None) -> Any:
-    """Register ``fn(obj, source) -> (state_dict, network_options) | None`` for `restore convert`.
+    """Register ``fn(obj, source) -> (state_dict, network_options[, task_options]) | None`` for
+    `restore convert` (and for loading foreign ``.pth`` files anywhere).
 
     `obj` is what a safe ``torch.load`` (tensors, containers, numpy scalars) read from `source`;
     the converter returns None when the file is not the kind it knows.
@@ -87,7 +89,8 @@ __all__ = [
     "ArchInfo", "CheckpointError", "DataError", "Entry", "NoSharing", "OptionError", "RecursiveSharing",
     "Registry", "RestoreError", "Sample", "SharedRef", "SharingScheme", "Task",
     "arch_info", "atomic_write_bytes", "build_network", "build_sharing", "call_with_options", "check_options",
-    "count_parameters", "decode_image", "list_files", "materialize", "mod_crop", "quantize_uint8", "read_array",
+    "count_parameters", "decode_image", "list_files", "materialize", "mod_crop", "pad_to_multiple", "quantize_uint8",
+    "read_array",
     "register_arch", "register_converter", "register_dataset", "register_loss", "register_metric", "register_reader",
     "register_sharing", "register_task", "write_image",
 ]

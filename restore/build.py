@@ -55,8 +55,11 @@ def read_state_dict(path: str | Path, param_key: str | None = None) -> tuple[dic
     for entry in CONVERTERS.entries():
         converted = entry.obj(obj, path)
         if converted is not None:
-            state_dict, network = converted
-            return state_dict, {"network": network, "converted_by": entry.name}
+            state_dict, network, *task = converted  # converters may also name the task
+            meta = {"network": network, "converted_by": entry.name}
+            if task and task[0] is not None:
+                meta["task"] = task[0]
+            return state_dict, meta
     if isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return strip_prefix(dict(obj)), {}
     for key in ((param_key,) if param_key else ("params_ema", "params", "state_dict", "model")):

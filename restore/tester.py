@@ -58,7 +58,10 @@ def test_sets(options: Options, dataset: str | None, lq: str | None, filename_tm
               scale: int | None) -> dict[str, DatasetOptions]:
     """The test sets to run: the one named on the command line, else ``test_*``, else ``val*``."""
     if dataset is not None:
-        block = {"name": Path(dataset).name, "dataroot_gt": dataset, "filename_tmpl": filename_tmpl}
+        folder = Path(dataset)
+        generic = folder.name.lower() in ("hr", "gt", "gt_mod", "images", "depth")  # e.g. Set5/HR -> Set5
+        block = {"name": folder.parent.name if generic else folder.name, "dataroot_gt": dataset,
+                 "filename_tmpl": filename_tmpl}
         if lq is not None:
             block["dataroot_lq"] = lq
         if scale is not None:

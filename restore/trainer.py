@@ -162,10 +162,12 @@ def train(options: Options, *, resume: str | bool | None = None, dry_run: bool =
     train_block = options.datasets["train"]
     train_set = build_dataset(train_block, task, "train", options.manual_seed)
     val_blocks = options.eval_sets("val")
-    val_sets = {key: (block, build_dataset(block, task.at_scale(block.scale or task.scale), key,
-                                           options.manual_seed))
-                for key, block in val_blocks.items()}
-    metrics = MetricSet(options.val.metrics if options.val.metrics is not None else task.default_metrics())
+    val_sets = {}
+    for key, block in val_blocks.items():
+        val_task = task.at_scale(block.scale or task.scale)
+        # per set: a task's default metrics depend on its scale (SR crops a border of `scale` pixels)
+        metrics = MetricSet(options.val.metrics if options.val.metrics is not None else val_task.default_metrics())
+        val_sets[key] = (block, build_dataset(block, val_task, key, options.manual_seed), metrics)
 
     net, optimizer = accelerator.prepare(net, optimizer)
     if ema is not None:
@@ -253,7 +255,7 @@ def train(options: Options, *, resume: str | bool | None = None, dry_run: bool =
             running, steps_since_log, tick = {}, 0, time.time()
 
         if val_sets and (it % options.val.val_freq == 0 or it == opt_train.total_iter):
-            last_val = _validate(options, val_sets, ema or _unwrap(accelerator, net), metrics, accelerator,
+            last_val = _validate(options, val_sets, ema or _unwrap(accelerator, net), accelerator,
                                  it, counters, log, scalars, root, gather_object, progress)
             net.train()
 
@@ -267,12 +269,11 @@ def train(options: Options, *, resume: str | bool | None = None, dry_run: bool =
     return TrainResult(root, counters.iteration, final, last_val)
 
 
-def _validate(options: Options, val_sets: dict[str, Any], model: nn.Module, metrics: MetricSet,
-              accelerator: Any, iteration: int, counters: TrainerCounters, log: Any, scalars: Scalars, root: Path,
+def _validate(options: Options, val_sets: dict[str, Any], model: nn.Module, accelerator: Any, iteration: int, counters: TrainerCounters, log: Any, scalars: Scalars, root: Path,
               gather: Any, progress: bool) -> dict[str, float]:
     model = model.module if hasattr(model, "n_averaged") else model  # AveragedModel wraps the EMA net
     summary: dict[str, float] = {}
-    for key, (block, dataset) in val_sets.items():
+    for key, (block, dataset, metrics) in val_sets.items():
         name = block.name or key
         save_dir = root / "visualization" / name / f"{iteration:08d}" if options.val.save_img else None
         results: EvalResults = evaluate(

@@ -52,6 +52,12 @@ def _indices(sd: Mapping[str, Any], pattern: str) -> list[int]:
     return sorted(found)
 
 
+Converted = tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]  # state_dict, network, task
+
+# Multi-scale models are recorded with the x2 task; `restore test --scale 3` evaluates another scale.
+SR_TASK_X2 = {"type": "sisr", "scale": 2}
+
+
 def _ps_sharing(num_partial_filters: int) -> dict[str, Any]:
     return {"type": "partial_filter", "num_partial_filters": num_partial_filters}
 
@@ -70,25 +76,26 @@ def _tap_ps(sd: dict[str, torch.Tensor], source: Path, network: dict[str, Any]
 
 
 @register_converter(name="ps_drrn")
-def convert_drrn_ps(obj: Any, source: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+def convert_drrn_ps(obj: Any, source: Path) -> Converted | None:
     """DRRN-PS (``drrnps.pth``): Y-channel entry conv, units ``b{n}.b1_x{s}``."""
     sd = authors_state_dict(obj)
     if sd is None or "entry.weight" not in sd or sd["entry.weight"].shape[1] != 1:
         return None
-    return _tap_ps(sd, source, {"type": "DRRN_PS", "num_units": len(_indices(sd, r"b(\d+)\.b1_x\d\.conv1\.element$"))})
+    network = {"type": "DRRN_PS", "num_units": len(_indices(sd, r"b(\d+)\.b1_x\d\.conv1\.element$"))}
+    return (*_tap_ps(sd, source, network), SR_TASK_X2)
 
 
 @register_converter(name="ps_carn")
-def convert_carn_ps(obj: Any, source: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+def convert_carn_ps(obj: Any, source: Path) -> Converted | None:
     """CARN-PS (``carnps6_9.pth`` / ``carnps8_9.pth``): gamma from the bank (108 -> 6/9, 144 -> 8/9)."""
     sd = authors_state_dict(obj)
     if sd is None or "sub_mean.shifter.weight" not in sd:
         return None
-    return _tap_ps(sd, source, {"type": "CARN_PS"})
+    return (*_tap_ps(sd, source, {"type": "CARN_PS"}), SR_TASK_X2)
 
 
 @register_converter(name="ps_srfbn")
-def convert_srfbn_ps(obj: Any, source: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+def convert_srfbn_ps(obj: Any, source: Path) -> Converted | None:
     """SRFBN-S-PS (``srfbnspsx{2,3,4}.pth``): scale from the deconv kernel size, N_p from the bank."""
     sd = authors_state_dict(obj)
     if sd is None or "block.downBlocks.0.0.element" not in sd:
@@ -108,4 +115,4 @@ def convert_srfbn_ps(obj: Any, source: Path) -> tuple[dict[str, torch.Tensor], d
         "sharing": _ps_sharing(sd[BANK].shape[0]),
     }
     bank_key = f"sharing.banks.{group_name('filter', features, features, kernel_size)}"
-    return fold_bank(sd, bank_key, source), network
+    return fold_bank(sd, bank_key, source), network, {"type": "sisr", "scale": scale}
