@@ -269,8 +269,9 @@ def train(options: Options, *, resume: str | bool | None = None, dry_run: bool =
     return TrainResult(root, counters.iteration, final, last_val)
 
 
-def _validate(options: Options, val_sets: dict[str, Any], model: nn.Module, accelerator: Any, iteration: int, counters: TrainerCounters, log: Any, scalars: Scalars, root: Path,
-              gather: Any, progress: bool) -> dict[str, float]:
+def _validate(options: Options, val_sets: dict[str, Any], model: nn.Module, accelerator: Any, iteration: int,
+              counters: TrainerCounters, log: Any, scalars: Scalars, root: Path, gather: Any,
+              progress: bool) -> dict[str, float]:
     model = model.module if hasattr(model, "n_averaged") else model  # AveragedModel wraps the EMA net
     summary: dict[str, float] = {}
     for key, (block, dataset, metrics) in val_sets.items():
