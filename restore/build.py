@@ -43,16 +43,19 @@ def network_for_task(options: Mapping[str, Any], task: Task, path: str = "networ
     return build_network(options, in_chans=task.in_chans, out_chans=task.out_chans, scale=task.scale, path=path)
 
 
-def read_state_dict(path: str | Path, param_key: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_state_dict(path: str | Path, param_key: str | None = None,
+                    converter: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state_dict, metadata) from a safetensors file or, safely, from a foreign ``.pth`` file.
 
     `param_key` (BasicSR's ``path.param_key_g``: ``params`` or ``params_ema``) picks the weights of a
-    BasicSR checkpoint that holds both; by default the EMA weights are preferred."""
+    BasicSR checkpoint that holds both; by default the EMA weights are preferred. `converter` names
+    the one registered converter to use (default: the first that recognises the file)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         return load_weights(path)
     obj = safe_torch_load(path, allow_numpy=True)
-    for entry in CONVERTERS.entries():
+    entries = [CONVERTERS.entry(converter, "--converter")] if converter else CONVERTERS.entries()
+    for entry in entries:
         converted = entry.obj(obj, path)
         if converted is not None:
             state_dict, network, *task = converted  # converters may also name the task
@@ -60,6 +63,8 @@ def read_state_dict(path: str | Path, param_key: str | None = None) -> tuple[dic
             if task and task[0] is not None:
                 meta["task"] = task[0]
             return state_dict, meta
+    if converter:
+        raise CheckpointError(f"{path}: converter '{converter}' does not recognise this file.")
     if isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return strip_prefix(dict(obj)), {}
     for key in ((param_key,) if param_key else ("params_ema", "params", "state_dict", "model")):

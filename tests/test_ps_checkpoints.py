@@ -110,7 +110,8 @@ def authors_carn_ps_state_dict(num_partial_filters: int) -> dict[str, torch.Tens
 def test_carn_ps_checkpoint_layout_converts_and_loads_strictly(num_partial_filters, parameters):
     authors = authors_carn_ps_state_dict(num_partial_filters)
     assert len(authors) == 203
-    state_dict, network = convert_carn_ps(authors, Path("carnps.pth"))
+    state_dict, network, task = convert_carn_ps(authors, Path("carnps.pth"))
+    assert task == {"type": "sisr", "scale": 2}
     assert network["sharing"] == {"type": "partial_filter", "num_partial_filters": num_partial_filters}
     net = build_network(network)
     net.load_state_dict(state_dict, strict=True)

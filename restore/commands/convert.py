@@ -34,10 +34,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from restore.build import read_state_dict
-    from restore.checkpoint import safe_torch_load, save_weights
-    from restore.errors import CheckpointError, OptionError
+    from restore.checkpoint import save_weights
+    from restore.errors import OptionError
     from restore.options import parse_yaml
-    from restore.registry import CONVERTERS
 
     source, target = Path(args.input), Path(args.output)
     if target.suffix != ".safetensors":
@@ -47,15 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError(f"--task: expected a mapping with a 'type', e.g. '{{type: sisr, scale: 2}}', "
                           f"got {args.task!r}.")
 
-    if args.converter:
-        converter = CONVERTERS.get(args.converter)
-        converted = converter(safe_torch_load(source, allow_numpy=True), source)
-        if converted is None:
-            raise CheckpointError(f"{source}: converter '{args.converter}' does not recognise this file.")
-        state_dict, network = converted
-        meta = {"network": network, "converted_by": args.converter}
-    else:
-        state_dict, meta = read_state_dict(source)
+    state_dict, meta = read_state_dict(source, converter=args.converter)
     network = meta.get("network")
     extra = {"converted_from": source.name}
     if meta.get("converted_by"):
