@@ -1,11 +1,12 @@
 """Each task trains a small network for a few hundred iterations on bundled data with its quick-start
 option file, and on held-out images beats the degraded input (or bicubic) in `restore test`'s report.
 
-Denoising and deblocking train a UPS of 2 x 2 layers of width 16. SR and depth train a small
-MSRResNet: UPS has no bicubic skip connection, and a few hundred iterations do not bring it to
-bicubic quality (its recipe is 500k). Depth trains with an L2 loss: under L1 a short run settles on
-the network's bilinear skip (most residuals of a depth map are zero), under L2 the few large edge
-errors drive it past bicubic within 200 iterations."""
+SR is covered by tests/test_train_e2e.py (a small MSRResNet trained on scikit-image photos beats
+bicubic on Set5 through the same commands). Denoising and deblocking train a UPS of 2 x 2 layers of
+width 16. Depth trains a small MSRResNet, as UPS has no bicubic skip connection and a few hundred
+iterations do not bring it to bicubic quality (its recipe is 200k), and an L2 loss: under L1 a
+short run settles on the network's bilinear skip (most residuals of a depth map are zero), under L2
+the few large edge errors drive it past bicubic within 200 iterations."""
 
 from __future__ import annotations
 
@@ -57,13 +58,6 @@ def test_jpeg_ups_beats_the_compressed_input(tmp_path):
     net, jpeg = mean_row(report / "X4", "UPS"), mean_row(report / "X4", "Identity")
     assert net["psnr"] > jpeg["psnr"] + 0.1
     assert net["psnrb"] > jpeg["psnrb"]
-
-
-def test_sr_network_beats_bicubic_on_set5(tmp_path):
-    report = _train_and_test(tmp_path, "quickstart_sisr_x2.yml", SMALL_MSRRESNET, 200,
-                             "--set", "datasets.train.lq_size=48", "--set", "datasets.train.batch_size_per_gpu=8",
-                             "--set", "train.optim_g.lr=1e-3", test_args=("--no-save-img",))
-    assert mean_row(report / "Set5", "MSRResNet")["psnr"] > mean_row(report / "Set5", "Bicubic")["psnr"]
 
 
 def test_depth_network_beats_bicubic_and_writes_maps_in_their_format(shared, tmp_path):
