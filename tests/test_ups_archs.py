@@ -94,6 +94,11 @@ def test_large_image_through_tiled_inference_has_the_full_size():
     assert torch.isfinite(out).all()
 
 
+def test_every_second_layer_of_each_group_is_shifted_by_half_a_window():
+    net = build(embed_dim=12, depths=(3, 2), window_size=4)
+    assert [[layer.shift for layer in group.layers] for group in net.groups] == [[0, 2, 0], [0, 2]]
+
+
 # -- ablation switches -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("similarity,activation", list(itertools.product(["cosine", "dot"], ["relu", "softmax"])))

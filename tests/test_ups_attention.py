@@ -110,6 +110,15 @@ def test_masked_pairs_get_zero_weight_even_for_huge_dot_products():
         torch.testing.assert_close(layer(x), naive_layer(layer, x), rtol=1e-4, atol=1e-2)
 
 
+def test_masks_cached_during_inference_mode_evaluation_still_serve_training():
+    layer = make_layer(window=2, shift=1)  # a window size no other test caches first
+    x = torch.randn(1, 6, 6, 8)
+    with torch.inference_mode():
+        layer(x)
+    layer(x).sum().backward()
+    assert layer.bias_table.grad.abs().sum() > 0
+
+
 def test_layer_rejects_groups_that_do_not_divide_the_projection():
     with pytest.raises(ValueError, match="divisible"):
         make_layer(proj_dim=6, groups=4)

@@ -43,7 +43,10 @@ def window_merge(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Te
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
 
 
+# The caches hold ordinary tensors even when first filled under torch.inference_mode (evaluation
+# before training): an inference tensor could not be used by autograd later.
 @lru_cache(maxsize=8)
+@torch.inference_mode(False)
 def relative_position_index(window: int, device: torch.device) -> torch.Tensor:
     """(N, N) indices into a (2M-1)^2-row bias table: idx(p, q) = (dr + M-1)(2M-1) + (dc + M-1)."""
     coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
@@ -52,6 +55,7 @@ def relative_position_index(window: int, device: torch.device) -> torch.Tensor:
 
 
 @lru_cache(maxsize=32)
+@torch.inference_mode(False)
 def shift_mask(h: int, w: int, window: int, shift: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(windows, N, N) additive mask of a cyclically shifted map: -inf between tokens that the roll
     brought together from different image regions, 0 elsewhere.

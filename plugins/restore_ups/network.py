@@ -124,24 +124,20 @@ class UPS(nn.Module):
         self.sharing = build_sharing(sharing, default=DEFAULT_SHARING)
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, padding=1)
         self.embed_norm = nn.LayerNorm(embed_dim)
-        total = sum(depths)
-        drop_rates = torch.linspace(0, drop_path_rate, total).tolist()
-        groups, index = [], 0
-        for depth in depths:
-            layers = []
-            for i in range(depth):
-                layers.append(DecoupledWindowAttention(
-                    embed_dim, window=window_size, shift=0 if i % 2 == 0 else window_size // 2,
-                    feature=feature_conv(self.sharing, f"layer{index}.feature", resolved["layer_conv"],
-                                         embed_dim, conv_groups),
-                    projection=self.sharing.linear("projection", embed_dim, proj_dim, bias=False),
-                    proj_dim=proj_dim, groups=resolved["proj_groups"], similarity=similarity,
-                    activation=activation, attn_norm=attn_norm, value_proj=value_proj, out_proj=resolved["out_proj"],
-                    mlp_ratio=resolved["mlp_ratio"], drop_path=drop_rates[index],
-                ))
-                index += 1
-            groups.append(ResidualGroup(layers, embed_dim, resolved["group_conv"]))
-        self.groups = nn.ModuleList(groups)
+        layer_options = {
+            "window": window_size, "proj_dim": proj_dim, "groups": resolved["proj_groups"], "similarity": similarity,
+            "activation": activation, "attn_norm": attn_norm, "value_proj": value_proj,
+            "out_proj": resolved["out_proj"], "mlp_ratio": resolved["mlp_ratio"],
+        }
+        drop_rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        starts = [sum(depths[:k]) for k in range(len(depths))]
+        self.groups = nn.ModuleList(
+            ResidualGroup([self._attention_layer(start + i, i % 2 == 1, embed_dim, resolved["layer_conv"],
+                                                 conv_groups, drop_rates[start + i], layer_options)
+                           for i in range(depth)],
+                          embed_dim, resolved["group_conv"])
+            for start, depth in zip(starts, depths, strict=True)
+        )
         self.sharing.finalize()
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
@@ -151,6 +147,17 @@ class UPS(nn.Module):
         else:
             self.tail = nn.Conv2d(embed_dim, in_chans, 3, padding=1)
         self.apply(_init_weights)
+
+    def _attention_layer(self, index: int, shifted: bool, dim: int, layer_conv: LayerConv, conv_groups: int,
+                         drop_path: float, options: dict[str, Any]) -> DecoupledWindowAttention:
+        """Layer `index` of the network: its own conv (slot ``layer<i>.feature``), the shared projection;
+        as in SwinIR, every second layer of a group is shifted."""
+        return DecoupledWindowAttention(
+            dim, shift=options["window"] // 2 if shifted else 0,
+            feature=feature_conv(self.sharing, f"layer{index}.feature", layer_conv, dim, conv_groups),
+            projection=self.sharing.linear("projection", dim, options["proj_dim"], bias=False),
+            drop_path=drop_path, **options,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, in_chans, H, W) in [0, 1], any H and W (padded inside, output cropped)."""
