@@ -154,6 +154,18 @@ def test_state_dict_round_trip_through_safetensors(tmp_path, options):
         torch.testing.assert_close(fresh(x), net(x))
 
 
+def test_x3_initialised_from_x2_weights_takes_everything_but_the_upsampler(tmp_path):
+    from restore.build import load_pretrained
+
+    x2 = build(**TINY)
+    save_weights(tmp_path / "x2.safetensors", x2.state_dict(), network={"type": "UPS", **TINY})
+    x3 = build(scale=3, **TINY)
+    meta = load_pretrained(x3, tmp_path / "x2.safetensors", strict=False)  # options/ups_sr_x3.yml: strict_load_g false
+    assert sorted(meta["skipped_shape_mismatch"]) == ["tail.0.bias", "tail.0.weight"]
+    loaded = {k: v for k, v in x3.state_dict().items() if not k.startswith("tail.")}
+    assert all(torch.equal(v, x2.state_dict()[k]) for k, v in loaded.items())
+
+
 # -- SwinIR baselines --------------------------------------------------------------------------------
 
 def test_swinir_light_pads_like_the_official_test_code_and_keeps_basicsr_parameter_names():
