@@ -83,8 +83,11 @@ def test_unknown_option_in_set_is_an_option_error():
 
 
 @pytest.mark.slow
-def test_profile_at_1280x720_counts_ups_s_as_the_design_note_does(capsys):
-    assert main(["profile", "--arch", "UPS_S", "--scale", "2", "--paper"]) == 0
+def test_profile_at_1280x720_prints_ups_ups_s_and_swinir_light_beside_the_paper(capsys):
+    assert main(["profile", "--arch", "UPS", "UPS_S", "SwinIR_light", "--scale", "2", "--paper"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"\| UPS_S +\| x2 +\| 451,792 +\| 137.7G +\| 640x360 +\| 453.0K \(-0.3%\) +\| "
-                     r"90.6G \(\+52.0%\) +\|", out)
+    rows = [r"\| UPS +\| x2 +\| 830,112 +\| 233.5G +\| 640x360 +\| 824.0K \(\+0.7%\) +\| 162.5G \(\+43.7%\) +\|",
+            r"\| UPS_S +\| x2 +\| 451,792 +\| 137.7G +\| 640x360 +\| 453.0K \(-0.3%\) +\| 90.6G \(\+52.0%\) +\|",
+            r"\| SwinIR_light +\| x2 +\| 910,152 +\| 244.4G +\| 640x360 +\| 910.0K \(\+0.0%\) +\| 244.4G \(-0.0%\) +\|"]
+    for row in rows:
+        assert re.search(row, out), row
