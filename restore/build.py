@@ -6,6 +6,7 @@ Weights load from our safetensors files, or from foreign ``.pth`` files through 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from restore.errors import CheckpointError, OptionError
 from restore.registry import CONVERTERS, DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS, TASKS
 from restore.tasks import Task
 from restore.validation import call_with_options
+
+log = logging.getLogger("restore")
 
 
 def build_task(options: Mapping[str, Any], scale: int | None = None, path: str = "task") -> Task:
@@ -78,6 +81,11 @@ def load_pretrained(net: nn.Module, path: str | Path, *, strict: bool = True,
                     param_key: str | None = None) -> dict[str, Any]:
     """Load weights from `path` into `net`; returns the file's metadata. Mismatches name the keys."""
     state_dict, meta = read_state_dict(path, param_key)
+    if not strict:  # BasicSR: skip weights whose shape differs (e.g. an x2 upsampler loaded into x3)
+        own = net.state_dict()
+        mismatched = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
+        state_dict = {k: v for k, v in state_dict.items() if k not in mismatched}
+        meta = {**meta, "skipped_shape_mismatch": mismatched}
     try:
         result = net.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:  # shape mismatches
@@ -92,6 +100,10 @@ def load_pretrained(net: nn.Module, path: str | Path, *, strict: bool = True,
             f"{path} does not fit {type(net).__name__}: {'; '.join(problems)}. "
             "Check network_g against the checkpoint (or set path.strict_load_g: false)."
         )
+    if not strict and (problems or meta.get("skipped_shape_mismatch")):
+        skipped = meta.get("skipped_shape_mismatch")
+        problems += [f"skipped keys of another shape {_short(skipped)}"] if skipped else []
+        log.warning("non-strict load of %s into %s: %s", path, type(net).__name__, "; ".join(problems))
     return meta
 
 

@@ -3,8 +3,9 @@
 A metric is ``fn(output, gt, *, <options>, context) -> float`` where `output` and `gt` are HWC
 arrays in data units (RGB uint8 for images) and `context` is what the task adds (e.g. a
 validity mask). Options come from ``val.metrics.<name>`` and are validated against `fn`'s
-signature. PSNR and SSIM are basicsr's implementations (Y channel of BT.601 with MATLAB
-coefficients, border crop, 8-bit data), so numbers match the papers that use them.
+signature; ``unit:`` in a block only labels tables and plots (e.g. ``cm`` for depth RMSE).
+PSNR and SSIM are basicsr's implementations (Y channel of BT.601 with MATLAB coefficients,
+border crop, 8-bit data), so numbers match the papers that use them.
 """
 
 from __future__ import annotations
@@ -57,10 +58,10 @@ class MetricSet:
         for label, block in options.items():
             block = dict(block)
             entry = METRICS.entry(block.pop("type", label), f"{path}.{label}.type")
-            kwargs = check_options(entry.obj, block, f"{path}.{label}", provided={"output": 0, "gt": 0})
-            self.items.append(
-                (label, entry.obj, kwargs, bool(entry.meta.get("higher_is_better", True)), entry.meta.get("unit", ""))
-            )
+            unit = str(block.pop("unit", entry.meta.get("unit", "")))  # display only, e.g. a task's "cm"
+            kwargs = check_options(entry.obj, block, f"{path}.{label}", provided={"output": 0, "gt": 0},
+                                   sibling_keys=("type", "unit"))
+            self.items.append((label, entry.obj, kwargs, bool(entry.meta.get("higher_is_better", True)), unit))
 
     @property
     def names(self) -> list[str]:

@@ -115,6 +115,13 @@ def test_nyu_rmse_is_in_centimetres_after_the_six_pixel_border_crop():
     assert RMSE(wrong_border, gt, crop_border=0, context=context) > 30
 
 
+def test_the_rmse_column_is_labelled_with_the_tasks_units():
+    from restore.metrics import MetricSet
+
+    metrics = MetricSet(task(type="depth_sr", scale=4, units="cm").default_metrics())
+    assert metrics.unit("rmse") == "cm" and metrics.unit("psnr") == ""
+
+
 def test_depth_psnr_and_ssim_use_an_explicit_peak():
     gt = np.linspace(100.0, 600.0, 32 * 32).reshape(32, 32, 1)
     out = gt + 5.0

@@ -154,7 +154,7 @@ def test_state_dict_round_trip_through_safetensors(tmp_path, options):
         torch.testing.assert_close(fresh(x), net(x))
 
 
-def test_x3_initialised_from_x2_weights_takes_everything_but_the_upsampler(tmp_path):
+def test_x3_initialised_from_x2_weights_takes_everything_but_the_upsampler(tmp_path, caplog):
     from restore.build import load_pretrained
 
     x2 = build(**TINY)
@@ -162,6 +162,7 @@ def test_x3_initialised_from_x2_weights_takes_everything_but_the_upsampler(tmp_p
     x3 = build(scale=3, **TINY)
     meta = load_pretrained(x3, tmp_path / "x2.safetensors", strict=False)  # options/ups_sr_x3.yml: strict_load_g false
     assert sorted(meta["skipped_shape_mismatch"]) == ["tail.0.bias", "tail.0.weight"]
+    assert "skipped keys of another shape" in caplog.text and "tail.0.weight" in caplog.text
     loaded = {k: v for k, v in x3.state_dict().items() if not k.startswith("tail.")}
     assert all(torch.equal(v, x2.state_dict()[k]) for k, v in loaded.items())
 

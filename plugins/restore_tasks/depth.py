@@ -151,7 +151,7 @@ class DepthSR(Task):
     def default_metrics(self) -> dict[str, dict[str, Any]]:
         crop = self.border_crop
         return {
-            "rmse": {"type": "rmse", "crop_border": crop},
+            "rmse": {"type": "rmse", "crop_border": crop, **({"unit": self.units} if self.units else {})},
             "psnr": {"type": "depth_psnr", "crop_border": crop, "data_range": "gt_range"},
             "ssim": {"type": "depth_ssim", "crop_border": crop, "data_range": "gt_range"},
             "invalid": {"type": "invalid_pixels", "crop_border": crop},
