@@ -119,7 +119,7 @@ def test_the_rmse_column_is_labelled_with_the_tasks_units():
     from restore.metrics import MetricSet
 
     metrics = MetricSet(task(type="depth_sr", scale=4, units="cm").default_metrics())
-    assert metrics.unit("rmse") == "cm" and metrics.unit("psnr") == ""
+    assert metrics.unit("rmse") == "cm" and metrics.unit("psnr") == "dB"
 
 
 def test_depth_psnr_and_ssim_use_an_explicit_peak():
