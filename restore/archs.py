@@ -35,6 +35,8 @@ class ArchInfo:
     supports_half: fp16/bf16 inference is safe.
     pad_mode: how inputs are padded to `size_multiple` (``symmetric`` = the official SwinIR
         flip-and-append, ``reflect``, ``replicate``).
+    guided: the network also takes a guide image at output resolution, ``net(x, guide=g)``
+        (the RGB photo of guided depth SR); datasets give it with ``dataroot_guide``.
     """
 
     size_multiple: int | str = 1
@@ -42,6 +44,7 @@ class ArchInfo:
     shares_parameters: bool = False
     supports_half: bool = True
     pad_mode: str = "symmetric"
+    guided: bool = False
 
 
 def register_arch(obj: T | None = None, *, name: str | None = None, aliases: tuple[str, ...] = (),

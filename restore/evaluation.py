@@ -24,7 +24,7 @@ from restore.data.io import write_image
 from restore.data.paired import to_tensor
 from restore.inference import run_network
 from restore.metrics import MetricSet
-from restore.tasks import Task
+from restore.tasks import Task, quantize_uint8
 
 
 @dataclass
@@ -87,12 +87,15 @@ def evaluate(
         item = dataset[index]
         name, meta = item["name"], item["meta"]
         lq = to_tensor(item["lq"]).unsqueeze(0).to(device)
+        guide = to_tensor(item["guide"]).unsqueeze(0).to(device) if "guide" in item else None
         gt_data = task.to_data(item["gt"], meta, "round")
         context = task.metric_context(meta)
         panels: dict[str, np.ndarray] = {"LQ": task.to_data(item["lq"], meta, quantize)}
+        if "guide" in item:
+            panels["Guide"] = quantize_uint8(item["guide"])
         scores: dict[str, dict[str, float]] = {}
         for label, net in models.items():
-            out = run_network(net, lq, task.scale, tile=tile, tile_overlap=tile_overlap)
+            out = run_network(net, lq, task.scale, guide=guide, tile=tile, tile_overlap=tile_overlap)
             out_data = task.to_data(out[0].permute(1, 2, 0).float().cpu().numpy(), meta, quantize)
             scores[label] = metrics(out_data, gt_data, context)
             panels[label] = out_data

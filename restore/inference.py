@@ -1,8 +1,9 @@
-"""Running a network on one input: padding to the arch's size multiple, scale argument, cropping,
-and tiling large inputs so memory scales with the tile rather than the image.
+"""Running a network on one input: padding to the arch's size multiple, scale and guide arguments,
+cropping, and tiling large inputs so memory scales with the tile rather than the image.
 
-`run_network` is the single place where the core calls an arch at test time, so window
-transformers get the official SwinIR padding and multi-scale nets get their scale.
+`call_network` is the single place where the core calls an arch (training and test), so
+multi-scale nets get their scale and guided nets their guide; `run_network` adds the test-time
+padding (the official SwinIR padding for window transformers) and tiling.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from restore.archs import ArchInfo, arch_info
-from restore.errors import OptionError, RestoreError
+from restore.errors import DataError, OptionError, RestoreError
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "symmetric") -> torch.Tensor:
@@ -40,26 +41,54 @@ def _pad(x: torch.Tensor, info: ArchInfo) -> torch.Tensor:
     return pad_to_multiple(x, info.size_multiple, info.pad_mode) if info.size_multiple > 1 else x
 
 
-def _forward(net: nn.Module, lq: torch.Tensor, scale: int, info: ArchInfo) -> torch.Tensor:
-    """One network call: pad, pass the scale to multi-scale nets, keep the last step, crop."""
+def call_network(net: nn.Module, x: torch.Tensor, *, scale: int, info: ArchInfo,
+                 guide: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
+    """``net(x)``, plus ``scale=`` for multi-scale nets and ``guide=`` for guided ones."""
+    kwargs: dict[str, object] = {}
+    if info.multi_scale:
+        kwargs["scale"] = scale
+    if info.guided:
+        if guide is None:
+            raise DataError(
+                f"{type(net).__name__} is a guided network: it needs a guide image (give the dataset a "
+                "dataroot_guide, or `restore infer --guide`)."
+            )
+        expected = (x.shape[-2] * scale, x.shape[-1] * scale)
+        if tuple(guide.shape[-2:]) != expected:
+            raise DataError(f"the guide is {guide.shape[-1]}x{guide.shape[-2]} but this input needs "
+                            f"{expected[1]}x{expected[0]} (the input's size times the scale {scale}).")
+        kwargs["guide"] = guide
+    return net(x, **kwargs)
+
+
+def _pad_guide(guide: torch.Tensor | None, info: ArchInfo, scale: int) -> torch.Tensor | None:
+    """The guide padded like its input, i.e. to the size multiple times the scale."""
+    if guide is None or not info.guided or info.size_multiple <= 1:
+        return guide
+    return pad_to_multiple(guide, info.size_multiple * scale, info.pad_mode)
+
+
+def _forward(net: nn.Module, lq: torch.Tensor, scale: int, info: ArchInfo,
+             guide: torch.Tensor | None = None) -> torch.Tensor:
+    """One network call: pad, pass scale and guide, keep the last step, crop."""
     h, w = lq.shape[-2:]
-    x = _pad(lq, info)
-    out = net(x, scale=scale) if info.multi_scale else net(x)
+    out = call_network(net, _pad(lq, info), scale=scale, info=info, guide=_pad_guide(guide, info, scale))
     if isinstance(out, (list, tuple)):
         out = out[-1]
     return out[..., : h * scale, : w * scale]
 
 
-def run_network(net: nn.Module, lq: torch.Tensor, scale: int, *, tile: int | None = None,
-                tile_overlap: int = 32, progress: bool = False) -> torch.Tensor:
+def run_network(net: nn.Module, lq: torch.Tensor, scale: int, *, guide: torch.Tensor | None = None,
+                tile: int | None = None, tile_overlap: int = 32, progress: bool = False) -> torch.Tensor:
     """The network's output for `lq` (NCHW), at `scale`, with the arch's padding undone.
 
-    With `tile`, the input is processed in overlapping tiles of at most `tile` x `tile` LQ pixels
+    `guide` (NCHW at output size) is passed to guided nets and ignored by the others. With
+    `tile`, the input is processed in overlapping tiles of at most `tile` x `tile` LQ pixels
     (see `run_tiled`); the result then lives on `lq`'s device in float32.
     """
     if tile is None:
-        return _forward(net, lq, scale, arch_info(net))
-    return run_tiled(net, lq, scale, tile=tile, overlap=tile_overlap, progress=progress)
+        return _forward(net, lq, scale, arch_info(net), guide)
+    return run_tiled(net, lq, scale, guide=guide, tile=tile, overlap=tile_overlap, progress=progress)
 
 
 def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
@@ -142,7 +171,7 @@ def _network_device(net: nn.Module, default: torch.device) -> torch.device:
 
 @torch.no_grad()
 def run_tiled(net: nn.Module, lq: torch.Tensor, scale: int, *, tile: int, overlap: int = 32,
-              progress: bool = False) -> torch.Tensor:
+              guide: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
     """The network's output for `lq` (NCHW) computed tile by tile.
 
     The whole input is first padded to the arch's size multiple exactly as untiled inference
@@ -150,13 +179,14 @@ def run_tiled(net: nn.Module, lq: torch.Tensor, scale: int, *, tile: int, overla
     multiple) whose origins lie on that multiple, so a window transformer sees the same window
     grid as on the whole image. Each tile goes to the network's device and its output is
     blended (`blend_weights`) into a float32 result on `lq`'s device, so the network's memory
-    scales with the tile and only the result is image-sized.
+    scales with the tile and only the result is image-sized. A guide is cut into the matching
+    tiles at output resolution.
     """
     info = arch_info(net)
     multiple = info.size_multiple if info.size_multiple > 1 else 1
     tile, overlap = _tile_geometry(tile, overlap, multiple)
     h, w = lq.shape[-2:]
-    padded = _pad(lq, info)
+    padded, padded_guide = _pad(lq, info), _pad_guide(guide, info, scale)
     ph, pw = padded.shape[-2:]
     tile_h, tile_w = min(tile, ph), min(tile, pw)
     rows, cols = tile_starts(ph, tile_h, overlap, multiple), tile_starts(pw, tile_w, overlap, multiple)
@@ -171,7 +201,9 @@ def run_tiled(net: nn.Module, lq: torch.Tensor, scale: int, *, tile: int, overla
     for i, j in tqdm(positions, desc="tiles", unit="tile", leave=False, disable=not progress or len(positions) < 2):
         y, x = rows[i], cols[j]
         piece = padded[..., y : y + tile_h, x : x + tile_w].to(device)
-        out = _forward(net, piece, scale, info)
+        guide_piece = None if padded_guide is None else padded_guide[
+            ..., y * scale : (y + tile_h) * scale, x * scale : (x + tile_w) * scale].to(device)
+        out = _forward(net, piece, scale, info, guide_piece)
         if out.shape[-2:] != (tile_h * scale, tile_w * scale):
             raise RestoreError(
                 f"{type(net).__name__} turned a {tile_w}x{tile_h} tile into "

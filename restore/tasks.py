@@ -29,6 +29,7 @@ class Sample:
     gt: np.ndarray | None
     lq: np.ndarray | None
     meta: dict[str, Any] = field(default_factory=dict)
+    guide: np.ndarray | None = None  # RGB at GT size (guided depth SR)
 
 
 def register_task(obj: T | None = None, *, name: str | None = None, aliases: tuple[str, ...] = ()) -> Any:
@@ -112,6 +113,20 @@ class Task:
             return np.repeat(out, 3, axis=2)
         raise DataError(f"{name}: has {channels} channel(s) but this task needs {self.in_chans}.")
 
+    def guide_to_network(self, img: np.ndarray, *, name: str) -> np.ndarray:
+        """A guide image (the RGB photo of guided depth SR) to network space: RGB floats in [0, 1]."""
+        if img.dtype == np.uint8:
+            out = img.astype(np.float32) / 255.0
+        elif img.dtype == np.uint16:
+            out = img.astype(np.float32) / 65535.0
+        else:
+            out = img.astype(np.float32)
+        if out.shape[2] == 1:
+            return np.repeat(out, 3, axis=2)
+        if out.shape[2] != 3:
+            raise DataError(f"{name}: a guide image needs 1 or 3 channels, this one has {out.shape[2]}.")
+        return out
+
     def degrade(self, gt: np.ndarray, *, rng: np.random.Generator, train: bool, scale: int | None = None) -> np.ndarray:
         """Make the LQ input from a GT array in network space. `scale` overrides the task's
         (multi-scale training). Tasks that only read LQ from disk need not implement it."""
@@ -139,7 +154,8 @@ class Task:
 
     def figure(self, panels: dict[str, np.ndarray], meta: dict[str, Any]) -> np.ndarray | None:
         """An optional per-image picture for test reports (e.g. colour-mapped depth with an error
-        map). `panels` maps labels (``LQ``, ``baseline``, ``output``, ``GT``) to data-unit arrays.
+        map). `panels` maps labels (``LQ``, each model's name, ``GT``) to data-unit arrays, plus
+        ``Guide`` (RGB uint8) when the dataset has guide images.
         Returns an RGB uint8 image, or None when the saved outputs speak for themselves."""
         return None
 

@@ -55,7 +55,7 @@ def trained_weights(options: Options) -> str | None:
 
 
 def test_sets(options: Options, dataset: str | None, lq: str | None, filename_tmpl: str,
-              scale: int | None) -> dict[str, DatasetOptions]:
+              scale: int | None, guide: str | None = None) -> dict[str, DatasetOptions]:
     """The test sets to run: the one named on the command line, else ``test_*``, else ``val*``."""
     if dataset is not None:
         folder = Path(dataset)
@@ -64,6 +64,8 @@ def test_sets(options: Options, dataset: str | None, lq: str | None, filename_tm
                  "filename_tmpl": filename_tmpl}
         if lq is not None:
             block["dataroot_lq"] = lq
+        if guide is not None:
+            block["dataroot_guide"] = guide
         if scale is not None:
             block["scale"] = scale
         return {"test": DatasetOptions.model_validate(block)}

@@ -34,6 +34,7 @@ from restore.data.catalog import check_paths
 from restore.data.paired import TrainBatchSampler
 from restore.errors import OptionError, RestoreError
 from restore.evaluation import EvalResults, evaluate
+from restore.inference import call_network
 from restore.log import Scalars, get_logger
 from restore.metrics import MetricSet
 from restore.options import check_registered_blocks, dump_options
@@ -210,8 +211,9 @@ def train(options: Options, *, resume: str | bool | None = None, dry_run: bool =
         batch = next(batches)
         lq = batch["lq"].to(accelerator.device, non_blocking=True)
         gt = batch["gt"].to(accelerator.device, non_blocking=True)
+        guide = batch["guide"].to(accelerator.device, non_blocking=True) if "guide" in batch else None
         with accelerator.accumulate(net):
-            output = net(lq, scale=int(batch["scale"][0])) if info.multi_scale else net(lq)
+            output = call_network(net, lq, scale=int(batch["scale"][0]), info=info, guide=guide)
             loss = _pixel_loss(loss_fn, output, gt, opt_train.sequence_loss_weights)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(

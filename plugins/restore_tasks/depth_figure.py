@@ -21,7 +21,8 @@ def _plane(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def depth_figure(panels: dict[str, np.ndarray], *, baseline: str | None = None, valid: np.ndarray | None = None,
                  units: str = "", unit_scale: float = 1.0, crop_border: int = 0) -> np.ndarray:
-    """RGB uint8 picture of `panels` (``LQ``, one entry per model, ``GT``; maps in data units).
+    """RGB uint8 picture of `panels` (``LQ``, one entry per model, ``GT``; maps in data units),
+    after the RGB ``Guide`` photo when there is one (guided depth SR).
 
     All maps share one colour scale set by the GT; invalid GT pixels are grey. Models are titled
     with their RMSE as the ``rmse`` metric computes it; an |error| map follows the GT for every
@@ -31,7 +32,9 @@ def depth_figure(panels: dict[str, np.ndarray], *, baseline: str | None = None, 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    models = sorted((label for label in panels if label not in ("LQ", "GT")), key=lambda label: label != baseline)
+    guide = panels.get("Guide")
+    models = sorted((label for label in panels if label not in ("LQ", "GT", "Guide")),
+                    key=lambda label: label != baseline)
     labels = [*(["LQ"] if "LQ" in panels else []), *models, *(["GT"] if "GT" in panels else [])]
     reference_label = "GT" if "GT" in panels else labels[-1]
     size = panels[reference_label].shape[:2]
@@ -51,10 +54,16 @@ def depth_figure(panels: dict[str, np.ndarray], *, baseline: str | None = None, 
             titles[label] = f"{label} (RMSE {value:.3g}{suffix})"
         errors = [label for label in models if label != baseline] or models
 
-    fig = Figure(figsize=(PANEL_INCHES * (len(shown) + len(errors)) + 1.0, PANEL_INCHES * size[0] / size[1] + 0.6),
+    columns = len(shown) + len(errors) + (guide is not None)
+    fig = Figure(figsize=(PANEL_INCHES * columns + 1.0, PANEL_INCHES * size[0] / size[1] + 0.6),
                  dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(shown) + len(errors), squeeze=False)[0]
+    axes = fig.subplots(1, columns, squeeze=False)[0]
+    if guide is not None:
+        axes[0].imshow(guide[: size[0], : size[1]])
+        axes[0].set_title("Guide", fontsize=9)
+        axes[0].set_axis_off()
+        axes = axes[1:]
     depth_cmap = colormaps["turbo"].with_extremes(bad="0.5")  # grey = invalid
     for ax, (label, plane) in zip(axes, shown.items(), strict=False):
         image = ax.imshow(np.ma.masked_array(plane, ~mask), cmap=depth_cmap, vmin=low, vmax=high)

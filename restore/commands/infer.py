@@ -26,6 +26,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("-opt", "--opt", dest="opt", type=Path, metavar="FILE",
                         help="option file giving network_g, task and (unless --weights) path.pretrain_network_g, "
                         "for weights without metadata")
+    parser.add_argument("--guide", type=Path, metavar="GUIDE",
+                        help="guide image (or folder of guides named like the inputs) for guided networks, "
+                        "at the output's size (the RGB photo of guided depth SR)")
     parser.add_argument("--tile", type=int, default=None, metavar="PIXELS",
                         help="process the input in overlapping tiles of this size (LQ pixels) to bound memory; "
                         "default: the whole image at once (or val.tile of -opt)")
@@ -64,6 +67,23 @@ def _output_stems(files: list[Path], output: Path) -> list[Path]:
     if output.resolve() in {f.parent.resolve() for f in files}:
         raise DataError(f"{output}: is the input folder; choose another OUTPUT so no input is overwritten.")
     return [output / file.stem for file in files]
+
+
+def _guide_files(guide: Path | None, files: list[Path]) -> list[Path | None]:
+    """The guide of each input: GUIDE itself for one input, else GUIDE/<input stem>.*."""
+    from restore.errors import DataError
+
+    if guide is None:
+        return [None] * len(files)
+    if guide.is_file() and len(files) == 1:
+        return [guide]
+    if not guide.is_dir():
+        raise DataError(f"--guide {guide}: no such folder (a single guide file goes with a single input).")
+    by_stem = {f.stem: f for f in _input_files(guide)}
+    missing = [f.name for f in files if f.stem not in by_stem]
+    if missing:
+        raise DataError(f"--guide {guide}: no guide named like {', '.join(missing[:5])}.")
+    return [by_stem[f.stem] for f in files]
 
 
 def _device(name: str | None) -> Any:
@@ -107,11 +127,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from restore.data.io import read_array
     from restore.data.paired import to_tensor
     from restore.inference import run_network
 
     files = _input_files(args.input)
     stems = _output_stems(files, args.output)
+    guides = _guide_files(args.guide, files)
     device = _device(args.device)
     net, task, defaults = _model(args)
     tile = args.tile if args.tile is not None else defaults.get("tile")
@@ -121,11 +143,16 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     with torch.inference_mode():
-        for file, stem in zip(tqdm(files, desc="infer", unit="img", disable=len(files) < 2), stems, strict=True):
+        bar = tqdm(files, desc="infer", unit="img", disable=len(files) < 2)
+        for file, stem, guide_file in zip(bar, stems, guides, strict=True):
             sample = task.prepare(None, task.read(file), name=file.stem, source=file)
             lq = to_tensor(sample.lq).unsqueeze(0)
+            guide = None
+            if guide_file is not None:
+                guide = to_tensor(task.guide_to_network(read_array(guide_file), name=str(guide_file))).unsqueeze(0)
             # Tiled: the image stays on the CPU and only tiles visit the device.
-            out = run_network(net, lq if tile is not None else lq.to(device), task.scale,
+            target = device if tile is None else lq.device
+            out = run_network(net, lq.to(target), task.scale, guide=None if guide is None else guide.to(target),
                               tile=tile, tile_overlap=overlap, progress=tile is not None)
             img = out[0].permute(1, 2, 0).float().cpu().numpy()
             task.save_output(task.to_data(img, sample.meta, quantize), stem, sample.meta)

@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="which models to score (default: the network and the task's baseline)")
     p.add_argument("--dataset", metavar="FOLDER", help="a GT folder (or LMDB) to test on instead of test_*")
     p.add_argument("--lq", metavar="FOLDER", help="with --dataset: LQ inputs on disk (default: made by the task)")
+    p.add_argument("--guide", metavar="FOLDER", help="with --dataset: guide images named like GT (guided depth SR)")
     p.add_argument("--filename-tmpl", default="{}", metavar="TMPL", help="with --lq: LQ name from GT name, e.g. {}x2")
     p.add_argument("--scale", type=int, help="evaluate at this scale (multi-scale networks)")
     p.add_argument("--quantize", choices=("round", "truncate"), help="8-bit output quantisation (val.quantize)")
@@ -52,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError("give an option file (-opt FILE) or --weights FILE with --dataset FOLDER.")
     if args.quantize and not args.opt:
         options = options.model_copy(update={"val": options.val.model_copy(update={"quantize": args.quantize})})
-    sets = test_sets(options, args.dataset, args.lq, args.filename_tmpl, args.scale)
+    if args.guide and not args.dataset:
+        raise OptionError("--guide: goes with --dataset; in an option file set datasets.<set>.dataroot_guide.")
+    sets = test_sets(options, args.dataset, args.lq, args.filename_tmpl, args.scale, args.guide)
     runs = run_tests(options, weights=args.weights, models=args.model, sets=sets,
                      out_root=Path(args.out) if args.out else None, save_images=not args.no_save_img,
                      device=args.device)

@@ -49,7 +49,7 @@ def check_paths(datasets: dict[str, Any], phases: tuple[str, ...] | None = None)
         if phases is not None and key.split("_")[0] not in phases:
             continue
         kwargs = block.dataset_kwargs()
-        for field in ("dataroot_gt", "dataroot_lq", "meta_info_file"):
+        for field in ("dataroot_gt", "dataroot_lq", "dataroot_guide", "meta_info_file"):
             value = kwargs.get(field)
             if value is None or str(value).startswith(SOURCE_SCHEMES) or Path(value).exists():
                 continue

@@ -40,6 +40,8 @@ class PairedImageDataset(Dataset):
     """GT images (folder, LMDB or ``skimage:`` photos) with LQ read from disk or made by the task.
 
     dataroot_gt / dataroot_lq: sources (``dataroot_lq: ~`` = the task degrades GT on the fly).
+    dataroot_guide: guide images at GT size (the RGB photos of guided depth SR), keyed like GT
+        after the substring replacements of `guide_replace` (e.g. ``{_depth: _color}``).
     io_backend: ``{type: disk|lmdb|auto}`` as in BasicSR (LMDB also takes ``readahead: false``).
     meta_info_file: BasicSR list of GT names restricting a folder.
     filename_tmpl: LQ key from the GT key, e.g. ``'{}x2'`` for Set5's ``LR_bicubic/X2``.
@@ -62,6 +64,8 @@ class PairedImageDataset(Dataset):
         use_hflip: bool = True,
         use_rot: bool = True,
         scales: list[int] | None = None,
+        dataroot_guide: str | None = None,
+        guide_replace: dict[str, str] | None = None,
     ) -> None:
         from restore.data.sources import open_source
 
@@ -76,6 +80,16 @@ class PairedImageDataset(Dataset):
                                                                readahead=readahead)
         self.filename_tmpl = filename_tmpl
         self.keys = self.gt.keys()
+        self.guide = None if dataroot_guide is None else open_source(dataroot_guide, readahead=readahead)
+        self.guide_replace = dict(guide_replace or {})
+        if self.guide is not None:
+            guide_keys = set(self.guide.keys())
+            missing = [k for k in self.keys if self.guide_key(k) not in guide_keys]
+            if missing:
+                raise DataError(
+                    f"{dataroot_guide}: no guide image for GT {', '.join(missing[:5])} (looked for "
+                    f"'{self.guide_key(missing[0])}'; map GT names to guide names with guide_replace)."
+                )
         if self.lq is not None:
             lq_keys = set(self.lq.keys())
             missing = [k for k in self.keys if filename_tmpl.format(k) not in lq_keys]
@@ -99,13 +113,33 @@ class PairedImageDataset(Dataset):
             return self.task
         return self._tasks.setdefault(scale, self.task.at_scale(scale))
 
+    def guide_key(self, key: str) -> str:
+        for old, new in self.guide_replace.items():
+            key = key.replace(old, new)
+        return key
+
     def load(self, index: int, task: Task) -> Sample:
-        """Read one pair and bring it to network space (no crop, no degradation yet)."""
+        """Read one pair (and its guide) and bring it to network space (no crop, no degradation yet)."""
         key = self.keys[index]
         gt = self.gt.read(key)
         lq = None if self.lq is None else self.lq.read(self.filename_tmpl.format(key))
         path_of = getattr(self.gt, "path", None)  # folders know their files; LMDBs and skimage: do not
-        return task.prepare(gt, lq, name=key, source=path_of(key) if path_of else None)
+        sample = task.prepare(gt, lq, name=key, source=path_of(key) if path_of else None)
+        if self.guide is not None:
+            sample.guide = self._load_guide(key, sample, task.scale)
+        return sample
+
+    def _load_guide(self, key: str, sample: Sample, scale: int) -> np.ndarray:
+        """The guide in network space, cropped like GT (to a multiple of the scale)."""
+        where = self.guide.describe(self.guide_key(key))
+        guide = self.task.guide_to_network(self.guide.read(self.guide_key(key)), name=where)
+        h, w = sample.gt.shape[:2] if sample.gt is not None else (sample.lq.shape[0] * scale,
+                                                                   sample.lq.shape[1] * scale)
+        gh, gw = guide.shape[:2]
+        if not (0 <= gh - h < scale and 0 <= gw - w < scale):  # GT may have lost < scale rows to mod-crop
+            raise DataError(f"{where}: the guide is {gw}x{gh} but its depth map {key} is {w}x{h}; "
+                            "a guide must have the GT's size.")
+        return guide[:h, :w]
 
     def __getitem__(self, item: int | SampleKey) -> dict[str, Any]:
         if isinstance(item, SampleKey):
@@ -117,16 +151,17 @@ class PairedImageDataset(Dataset):
         scale = task.scale
         rng = np.random.default_rng([self.seed, key.position])
         sample = self.load(key.index, task)
-        gt, lq = self._random_crop(sample, scale, rng)
-        gt, lq = self._augment(gt, lq, rng)
+        gt, lq, guide = self._random_crop(sample, scale, rng)
+        gt, lq, guide = self._augment(gt, lq, guide, rng)
         if lq is None:
             lq = task.degrade(gt, rng=rng, train=True, scale=scale)
-        return {"lq": to_tensor(lq), "gt": to_tensor(gt), "scale": scale}
+        item = {"lq": to_tensor(lq), "gt": to_tensor(gt), "scale": scale}
+        return item if guide is None else {**item, "guide": to_tensor(guide)}
 
     def _random_crop(self, sample: Sample, scale: int, rng: np.random.Generator):
-        gt, lq = sample.gt, sample.lq
+        gt, lq, guide = sample.gt, sample.lq, sample.guide
         if self.gt_size is None and self.lq_size is None:
-            return gt, lq
+            return gt, lq, guide
         lq_patch = self.lq_size if self.lq_size is not None else self.gt_size // scale
         if self.gt_size is not None and self.gt_size % scale:
             raise DataError(f"datasets.{self.phase}.gt_size {self.gt_size} is not a multiple of the scale {scale}.")
@@ -139,12 +174,14 @@ class PairedImageDataset(Dataset):
             )
         top = int(rng.integers(0, h // scale - lq_patch + 1))
         left = int(rng.integers(0, w // scale - lq_patch + 1))
-        gt = gt[top * scale : top * scale + gt_patch, left * scale : left * scale + gt_patch]
+        rows, cols = slice(top * scale, top * scale + gt_patch), slice(left * scale, left * scale + gt_patch)
+        gt = gt[rows, cols]
+        guide = None if guide is None else guide[rows, cols]
         if lq is not None:
             lq = lq[top : top + lq_patch, left : left + lq_patch]
-        return gt, lq
+        return gt, lq, guide
 
-    def _augment(self, gt: np.ndarray, lq: np.ndarray | None, rng: np.random.Generator):
+    def _augment(self, gt: np.ndarray, lq: np.ndarray | None, guide: np.ndarray | None, rng: np.random.Generator):
         hflip = self.use_hflip and rng.random() < 0.5
         vflip = self.use_rot and rng.random() < 0.5
         transpose = self.use_rot and rng.random() < 0.5
@@ -160,7 +197,7 @@ class PairedImageDataset(Dataset):
                 img = img.transpose(1, 0, 2)
             return np.ascontiguousarray(img)
 
-        return apply(gt), apply(lq)
+        return apply(gt), apply(lq), apply(guide)
 
     def _evaluation_sample(self, index: int) -> dict[str, Any]:
         sample = self.load(index, self.task)
@@ -168,7 +205,8 @@ class PairedImageDataset(Dataset):
         if lq is None:
             lq = self.task.degrade(sample.gt, rng=name_seed(self.seed, sample.meta["name"]), train=False,
                                    scale=self.task.scale)
-        return {"lq": lq, "gt": sample.gt, "meta": sample.meta, "name": sample.meta["name"]}
+        item = {"lq": lq, "gt": sample.gt, "meta": sample.meta, "name": sample.meta["name"]}
+        return item if sample.guide is None else {**item, "guide": sample.guide}
 
 
 class TrainBatchSampler:
