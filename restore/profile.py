@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from restore.archs import arch_info, count_parameters, network_kwargs
+from restore.inference import call_network
 from restore.registry import ARCHS
 from restore.validation import _signature
 
@@ -48,20 +49,25 @@ def lr_input_size(output_size: tuple[int, int], scale: int, multiple: int = 1) -
     return tuple(math.ceil(math.ceil(n / scale) / multiple) * multiple for n in output_size)
 
 
-class _CallWithScale(nn.Module):
-    """Lets the tracer call a multi-scale arch as ``net(x, scale=s)``."""
+class _CoreCall(nn.Module):
+    """Lets the tracer call an arch as the core does: with ``scale=`` or ``guide=`` when it takes them."""
 
-    def __init__(self, net: nn.Module, scale: int) -> None:
+    def __init__(self, net: nn.Module, scale: int, guide: torch.Tensor | None) -> None:
         super().__init__()
-        self.net, self.scale = net, scale
+        self.net, self.scale, self.guide = net, scale, guide
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x, scale=self.scale)
+        return call_network(self.net, x, scale=self.scale, info=arch_info(self.net), guide=self.guide)
 
 
-def count_flops(net: nn.Module, x: torch.Tensor, scale: int | None = None) -> tuple[float, dict[str, float]]:
-    """fvcore FLOPs of ``net(x)`` (``net(x, scale=scale)`` when `scale` is given): total and by operator."""
-    model = _CallWithScale(net, scale) if scale is not None else net
+def count_flops(net: nn.Module, x: torch.Tensor, scale: int = 1) -> tuple[float, dict[str, float]]:
+    """fvcore FLOPs of the core's call of `net` on `x` at `scale` (guided archs get a random
+    guide at output size): total and by operator."""
+    info = arch_info(net)
+    guide = None
+    if info.guided:
+        guide = torch.rand(x.shape[0], 3, x.shape[-2] * scale, x.shape[-1] * scale, device=x.device)
+    model = _CoreCall(net, scale, guide) if info.multi_scale or info.guided else net
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fvcore's import and the tracer warn about things that do not matter here
         from fvcore.nn import FlopCountAnalysis
@@ -79,7 +85,7 @@ def profile_network(net: nn.Module, *, name: str, scale: int, in_chans: int,
     lr_size = lr_input_size(output_size, scale, max(int(info.size_multiple), 1))
     net = net.to(device)
     x = torch.rand(1, in_chans, *lr_size, generator=torch.Generator().manual_seed(0)).to(device)
-    total, by_operator = count_flops(net, x, scale if info.multi_scale else None)
+    total, by_operator = count_flops(net, x, scale)
     return Profile(name, scale, count_parameters(net), total, lr_size, by_operator)
 
 

@@ -99,6 +99,15 @@ def test_a_guided_arch_without_a_guide_says_how_to_give_one():
         run_network(net, torch.rand(1, 1, 8, 8), 4)
 
 
+def test_profile_counts_a_guided_arch_with_its_guide():
+    from restore.profile import profile_arch
+
+    profile = profile_arch({"type": "DJF"}, scale=4, in_chans=1, output_size=(64, 48))
+    # Per HR pixel: target 81*96 + 96*48 + 48*25, guide 3*81*96 + 96*48 + 48*25, fusion 2*81*64 + 64*32 + 32*25.
+    per_pixel = (7776 + 4608 + 1200) + (23328 + 4608 + 1200) + (10368 + 2048 + 800)
+    assert profile.params == 56_323 and profile.flops == pytest.approx(per_pixel * 64 * 48, rel=0.01)
+
+
 def test_djf_learns_from_both_inputs():
     net = build_network({"type": "DJF"}, in_chans=1, scale=4)
     assert sum(p.numel() for p in net.parameters()) == 56_323
