@@ -44,6 +44,15 @@ def mod_crop(img: np.ndarray, multiple: int) -> np.ndarray:
     return img[: h - h % multiple, : w - w % multiple]
 
 
+def to_unit_range(img: np.ndarray) -> np.ndarray:
+    """float32 copy of `img`; 8- and 16-bit integers are divided by their maximum."""
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0
+    if img.dtype == np.uint16:
+        return img.astype(np.float32) / 65535.0
+    return img.astype(np.float32)
+
+
 def quantize_uint8(img: np.ndarray, mode: str = "round") -> np.ndarray:
     """[0, 1] floats to uint8: ``round`` (BasicSR, SRFBN) or ``truncate`` (CARN/DRRN scripts)."""
     scaled = np.clip(img, 0.0, 1.0) * 255.0
@@ -100,12 +109,7 @@ class Task:
 
     def to_network(self, img: np.ndarray, *, name: str) -> np.ndarray:
         """One raw array to float32 network space: integers are divided by their maximum."""
-        if img.dtype == np.uint8:
-            out = img.astype(np.float32) / 255.0
-        elif img.dtype == np.uint16:
-            out = img.astype(np.float32) / 65535.0
-        else:
-            out = img.astype(np.float32)
+        out = to_unit_range(img)
         channels = out.shape[2]
         if channels == self.in_chans:
             return out
@@ -115,12 +119,7 @@ class Task:
 
     def guide_to_network(self, img: np.ndarray, *, name: str) -> np.ndarray:
         """A guide image (the RGB photo of guided depth SR) to network space: RGB floats in [0, 1]."""
-        if img.dtype == np.uint8:
-            out = img.astype(np.float32) / 255.0
-        elif img.dtype == np.uint16:
-            out = img.astype(np.float32) / 65535.0
-        else:
-            out = img.astype(np.float32)
+        out = to_unit_range(img)
         if out.shape[2] == 1:
             return np.repeat(out, 3, axis=2)
         if out.shape[2] != 3:

@@ -82,22 +82,8 @@ class PairedImageDataset(Dataset):
         self.keys = self.gt.keys()
         self.guide = None if dataroot_guide is None else open_source(dataroot_guide, readahead=readahead)
         self.guide_replace = dict(guide_replace or {})
-        if self.guide is not None:
-            guide_keys = set(self.guide.keys())
-            missing = [k for k in self.keys if self.guide_key(k) not in guide_keys]
-            if missing:
-                raise DataError(
-                    f"{dataroot_guide}: no guide image for GT {', '.join(missing[:5])} (looked for "
-                    f"'{self.guide_key(missing[0])}'; map GT names to guide names with guide_replace)."
-                )
-        if self.lq is not None:
-            lq_keys = set(self.lq.keys())
-            missing = [k for k in self.keys if filename_tmpl.format(k) not in lq_keys]
-            if missing:
-                raise DataError(
-                    f"{dataroot_lq}: no LQ image for GT {', '.join(missing[:5])} "
-                    f"(looked for '{filename_tmpl.format(missing[0])}' with filename_tmpl '{filename_tmpl}')."
-                )
+        self._check_partner(self.lq, "LQ", filename_tmpl.format, f"with filename_tmpl '{filename_tmpl}'")
+        self._check_partner(self.guide, "guide", self.guide_key, "map GT names to guide names with guide_replace")
         if gt_size is not None and lq_size is not None:
             raise DataError(f"datasets.{phase}: give gt_size or lq_size, not both.")
         self.gt_size, self.lq_size = gt_size, lq_size
@@ -112,6 +98,16 @@ class PairedImageDataset(Dataset):
         if scale is None or scale == self.task.scale:
             return self.task
         return self._tasks.setdefault(scale, self.task.at_scale(scale))
+
+    def _check_partner(self, source, what: str, key_of, hint: str) -> None:
+        """Every GT key has its LQ (or guide) image in `source`, else a DataError naming the first."""
+        if source is None:
+            return
+        present = set(source.keys())
+        missing = [k for k in self.keys if key_of(k) not in present]
+        if missing:
+            raise DataError(f"{source.root}: no {what} image for GT {', '.join(missing[:5])} "
+                            f"(looked for '{key_of(missing[0])}'; {hint}).")
 
     def guide_key(self, key: str) -> str:
         for old, new in self.guide_replace.items():
