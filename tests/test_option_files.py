@@ -13,8 +13,14 @@ from tests.conftest import REPO
 OPTION_FILES = sorted((REPO / "options").glob("*.yml"))
 
 
-def test_there_are_option_files():
-    assert len(OPTION_FILES) >= 10
+# The files the task, PS and UPS plans name; each is also validated below.
+PLANNED = ["ups_denoise_s50", "ups_jpeg_q40", "ups_sr_x2", "ups_sr_x3", "ups_sr_x4", "ups_s_sr_x2",
+           "swinir_light_sr_x2", "ups_depth_x4", "ups_depth_x16", "ps_srfbn_x2", "ps_drrn", "ps_carn_x2"]
+
+
+def test_the_planned_option_files_exist():
+    names = {p.stem for p in OPTION_FILES}
+    assert [name for name in PLANNED if name not in names] == []
 
 
 @pytest.mark.parametrize("path", OPTION_FILES, ids=lambda p: p.name)
