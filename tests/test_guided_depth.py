@@ -151,3 +151,12 @@ def test_restore_infer_takes_a_guide(rgbd, djf_weights, tmp_path):
                  "--guide", str(tmp_path / "guide.png")]) == 0
     assert read_array(tmp_path / "out" / "lr.png").shape == (48, 60, 1)
     assert main(["infer", str(tmp_path / "lr.png"), str(tmp_path / "out2"), "--weights", str(djf_weights)]) == 2
+
+
+def test_training_a_guided_arch_without_guides_stops_before_any_work(shared, capsys, monkeypatch):
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(REPO)
+    assert main(["train", "-opt", "options/quick_djf_depth_x4.yml", "--set", "datasets.val.dataroot_guide=~",
+                 "--dry-run"]) == 2
+    assert "datasets.val.dataroot_guide: missing; DJF is a guided network" in capsys.readouterr().err
