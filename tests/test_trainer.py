@@ -1,4 +1,5 @@
-"""Trainer options: gradient accumulation, mixed precision, warm-up, divergence, and the run folder."""
+"""Trainer options: gradient accumulation, mixed precision, warm-up, gradient clipping, divergence, and the
+run folder."""
 
 from __future__ import annotations
 
@@ -55,3 +56,17 @@ def test_an_earlier_run_of_the_same_name_is_archived_not_overwritten(tmp_path, w
     _train(tmp_path, write_options, "again", train__total_iter=2, datasets__val=None)
     archived = [p for p in first.experiment_dir.parent.iterdir() if p.name.startswith("again_archived_")]
     assert len(archived) == 1 and (archived[0] / "notes.txt").read_text() == "keep me"
+
+
+def test_grad_clip_bounds_the_update_by_the_clipped_norm(tmp_path, write_options):
+    def one_sgd_step(name, **overrides):
+        return _train(tmp_path, write_options, name, train__total_iter=1, datasets__val=None,
+                      train__optim_g={"type": "SGD", "lr": overrides.pop("lr", 0.1)}, **overrides)[1]
+
+    start = one_sgd_step("start", lr=0.0)  # same seed, no step: the initial weights
+
+    def update_norm(weights):
+        return torch.sqrt(sum(((weights[k] - start[k]) ** 2).sum() for k in start)).item()
+
+    assert update_norm(one_sgd_step("clipped", train__grad_clip=1e-3)) == pytest.approx(0.1 * 1e-3, rel=1e-3)
+    assert update_norm(one_sgd_step("free")) > 10 * 0.1 * 1e-3
