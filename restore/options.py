@@ -192,7 +192,9 @@ def dump_options(options: Options) -> str:
 
 def check_registered_blocks(options: Options) -> None:
     """Build every object the option file names (task, network, loss, optimizer, scheduler,
-    metrics) and check dataset blocks against their classes, without reading any data."""
+    metrics) and check dataset blocks against their classes (and for guide images when the
+    network is guided), without reading any data."""
+    from restore.archs import arch_info
     from restore.build import build_loss, build_optimizer, build_scheduler, build_task, network_for_task
     from restore.metrics import MetricSet
     from restore.registry import DATASETS
@@ -200,9 +202,15 @@ def check_registered_blocks(options: Options) -> None:
 
     task = build_task(options.task, options.scale)
     net = network_for_task(options.network_g, task)
+    guided = arch_info(net).guided
     for key, block in options.datasets.items():
-        check_options(DATASETS.get(block.type, f"datasets.{key}.type"), block.dataset_kwargs(), f"datasets.{key}",
+        kwargs = block.dataset_kwargs()
+        check_options(DATASETS.get(block.type, f"datasets.{key}.type"), kwargs, f"datasets.{key}",
                       provided=dataset_provided_args(), sibling_keys=tuple(DatasetOptions.model_fields))
+        if guided and kwargs.get("dataroot_guide") is None:
+            raise OptionError(f"datasets.{key}.dataroot_guide: missing; {options.network_g['type']} is a guided "
+                              "network and needs the guide images (e.g. the RGB photos of the depth maps) beside "
+                              "every dataset.")
     MetricSet(options.val.metrics if options.val.metrics is not None else task.default_metrics())
     if options.train is not None:
         build_loss(options.train.pixel_opt)

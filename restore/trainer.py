@@ -38,7 +38,6 @@ from restore.inference import call_network
 from restore.log import Scalars, get_logger
 from restore.metrics import MetricSet
 from restore.options import check_registered_blocks, dump_options
-from restore.registry import ARCHS
 from restore.schema import Options
 from restore.training_state import (
     TrainerCounters,
@@ -104,18 +103,6 @@ def _pixel_loss(loss_fn: nn.Module, output: Any, gt: torch.Tensor, weights: list
     return sum(w * loss_fn(o, gt) for w, o in zip(weights, output))
 
 
-def _check_guides(options: Options) -> None:
-    """A guided arch needs guide images in every dataset it trains or validates on: say so now."""
-    arch = options.network_g.get("type")
-    info = ARCHS.entry(arch, "network_g.type").meta.get("info")
-    if info is None or not info.guided:
-        return
-    for key in ("train", *options.eval_sets("val")):
-        if options.datasets[key].dataset_kwargs().get("dataroot_guide") is None:
-            raise OptionError(f"datasets.{key}.dataroot_guide: missing; {arch} is a guided network and needs "
-                              "the guide images (e.g. the RGB photos of the depth maps) beside every dataset.")
-
-
 def train(options: Options, *, resume: str | bool | None = None, dry_run: bool = False,
           progress: bool = True) -> TrainResult | None:
     """Train as the option file says; returns where the run's results are."""
@@ -130,7 +117,6 @@ def train(options: Options, *, resume: str | bool | None = None, dry_run: bool =
         raise OptionError("datasets.train: missing; `restore train` needs a training dataset.")
     check_registered_blocks(options)
     check_paths(options.datasets)
-    _check_guides(options)
     if dry_run:
         return None
 
@@ -276,7 +262,7 @@ def train(options: Options, *, resume: str | bool | None = None, dry_run: bool =
             net.train()
 
         if it % options.logger.save_checkpoint_freq == 0 or it == opt_train.total_iter:
-            _save_checkpoint(options, accelerator, net, ema, scheduler, counters, root, task)
+            _save_checkpoint(options, accelerator, net, ema, scheduler, counters, root)
     bar.close()
     scalars.close()
     final = root / "models" / ("net_g_ema_latest.safetensors" if ema is not None else "net_g_latest.safetensors")
@@ -316,7 +302,7 @@ def _validate(options: Options, val_sets: dict[str, Any], model: nn.Module, acce
 
 
 def _save_checkpoint(options: Options, accelerator: Any, net: nn.Module, ema: Any, scheduler: Any,
-                     counters: TrainerCounters, root: Path, task: Any) -> None:
+                     counters: TrainerCounters, root: Path) -> None:
     it = counters.iteration
     models = root / "models"
     if accelerator.is_main_process:
