@@ -142,10 +142,7 @@ def markdown_table(results: EvalResults, metrics: MetricSet) -> str:
 def write_report(results: EvalResults, metrics: MetricSet, out_dir: Path, title: str = "") -> dict[str, Path]:
     """Write ``metrics.csv`` (tidy: model, image, metric columns), ``metrics.md`` and one bar
     chart per metric comparing the models image by image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry to touch
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "metrics.csv", "markdown": out_dir / "metrics.md"}
@@ -159,7 +156,8 @@ def write_report(results: EvalResults, metrics: MetricSet, out_dir: Path, title:
     table = markdown_table(results, metrics)
     paths["markdown"].write_text((f"# {title}\n\n" if title else "") + table + "\n", encoding="utf-8")
     for metric in results.metric_names:
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(results.images) + 2), 3.2))
+        fig = Figure(figsize=(max(4.0, 0.6 * len(results.images) + 2), 3.2))
+        ax = fig.subplots()
         width = 0.8 / max(1, len(results.models))
         x = np.arange(len(results.images))
         for k, model in enumerate(results.models):
@@ -178,5 +176,4 @@ def write_report(results: EvalResults, metrics: MetricSet, out_dir: Path, title:
         fig.tight_layout()
         paths[f"plot_{metric}"] = out_dir / f"{metric}.png"
         fig.savefig(paths[f"plot_{metric}"], dpi=100)
-        plt.close(fig)
     return paths
