@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load_bytes
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save_bytes
 
 from restore.data.io import atomic_write_bytes
@@ -54,14 +53,12 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
             f"{path}: restore loads weights from .safetensors files. "
             "Convert other formats first with `restore convert` (it never executes code from the file)."
         )
-    raw = path.read_bytes()
     try:
-        tensors = st_load_bytes(raw)
-        header_len = int.from_bytes(raw[:8], "little")
-        metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {}) or {}
+        with safe_open(path, framework="pt") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+            meta: dict[str, Any] = dict(f.metadata() or {})
     except (SafetensorError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a valid safetensors file ({exc}).") from None
-    meta: dict[str, Any] = dict(metadata)
     for key, name in ((NETWORK_KEY, "network"), (TASK_KEY, "task")):
         if key in meta:
             meta[name] = json.loads(meta.pop(key))
@@ -106,4 +103,4 @@ def safe_torch_load(path: str | os.PathLike, *, allow_numpy: bool = False) -> An
 
 def strip_prefix(state_dict: Mapping[str, Any], prefix: str = "module.") -> dict[str, Any]:
     """Remove a DataParallel/DDP/compile prefix from every key that has it."""
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+    return {k.removeprefix(prefix): v for k, v in state_dict.items()}
