@@ -192,6 +192,11 @@ def build_sharing(spec: SharingSpec, default: SharingSpec = "none") -> SharingSc
     return call_with_options(scheme_cls, options, path="network_g.sharing")
 
 
+def _replace_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
+
+
 def materialize(net: nn.Module) -> nn.Module:
     """A copy of `net` in which every shared layer is replaced by an independent plain layer.
 
@@ -201,16 +206,11 @@ def materialize(net: nn.Module) -> nn.Module:
     plain = copy.deepcopy(net)
     with torch.no_grad():
         for name, module in list(plain.named_modules()):
-            if not name or not hasattr(module, "as_plain_module"):
-                continue
-            parent_name, _, child = name.rpartition(".")
-            parent = plain.get_submodule(parent_name) if parent_name else plain
-            setattr(parent, child, module.as_plain_module())
+            if name and hasattr(module, "as_plain_module"):
+                _replace_submodule(plain, name, module.as_plain_module())
         for name, module in list(plain.named_modules()):
-            if isinstance(module, SharingScheme) and name:
-                parent_name, _, child = name.rpartition(".")
-                parent = plain.get_submodule(parent_name) if parent_name else plain
+            if name and isinstance(module, SharingScheme):
                 replacement = NoSharing()
                 replacement.finalize()
-                setattr(parent, child, replacement)
+                _replace_submodule(plain, name, replacement)
     return plain
