@@ -28,8 +28,13 @@ def ps_sharing(arch: str, sharing: SharingOption, gamma: float | str | None, num
     if num_partial_filters is not None:
         if gamma is not None:
             raise OptionError(f"network_g: {arch}: give either gamma or num_partial_filters, not both.")
-        return {"type": "partial_filter", "num_partial_filters": num_partial_filters}
+        return partial_filter_spec(num_partial_filters)
     return {"type": "partial_filter", "ratio": default_gamma if gamma is None else gamma}
+
+
+def partial_filter_spec(num_partial_filters: int) -> dict[str, Any]:
+    """``network_g.sharing`` for a bank of `num_partial_filters` partial filters."""
+    return {"type": "partial_filter", "num_partial_filters": num_partial_filters}
 
 
 def mean_shift(sign: int, data_range: float = 1.0, mean: Sequence[float] = DIV2K_RGB_MEAN) -> nn.Conv2d:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from restore.api import CheckpointError, register_converter
+from restore_ps.common import partial_filter_spec
 from restore_ps.scheme import group_name
 from restore_ps.srfbn import GEOMETRY
 
@@ -58,10 +59,6 @@ Converted = tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]  # st
 SR_TASK_X2 = {"type": "sisr", "scale": 2}
 
 
-def _ps_sharing(num_partial_filters: int) -> dict[str, Any]:
-    return {"type": "partial_filter", "num_partial_filters": num_partial_filters}
-
-
 def _tap_ps(sd: dict[str, torch.Tensor], source: Path, network: dict[str, Any]
             ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """CARN-PS / DRRN-PS: 3x3 tap-partitioned PS convs of `entry`'s width, a unit per scale."""
@@ -70,7 +67,7 @@ def _tap_ps(sd: dict[str, torch.Tensor], source: Path, network: dict[str, Any]
         **network,
         "num_features": channels,
         "scales": _indices(sd, r"b1\.b1_x(\d)\.conv1\.element$"),
-        "sharing": _ps_sharing(sd[BANK].shape[0]),
+        "sharing": partial_filter_spec(sd[BANK].shape[0]),
     }
     return fold_bank(sd, f"sharing.banks.{group_name('tap', channels, channels, 3)}", source), network
 
@@ -112,7 +109,7 @@ def convert_srfbn_ps(obj: Any, source: Path) -> Converted | None:
         "num_features": features,
         "num_groups": groups,
         "num_steps": len(_indices(sd, r"block\.downBlocks\.(\d+)\.0\.element$")) // groups,
-        "sharing": _ps_sharing(sd[BANK].shape[0]),
+        "sharing": partial_filter_spec(sd[BANK].shape[0]),
     }
     bank_key = f"sharing.banks.{group_name('filter', features, features, kernel_size)}"
     return fold_bank(sd, bank_key, source), network, {"type": "sisr", "scale": scale}

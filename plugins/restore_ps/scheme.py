@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from restore.api import OptionError, SharingScheme, register_sharing
-from restore_ps.layers import Partition, PSConv2d, bank_shape
+from restore_ps.layers import Partition, PSConv2d, bank_shape, coefficient_rows
 
 BankInit = Literal["auto", "kaiming_normal", "normal"]
 
@@ -70,6 +70,7 @@ class PartialFilterSharing(SharingScheme):
         self._layers: list[PSConv2d] = []
         self._slots: dict[str, set[str]] = {}
         self._geometry: dict[str, tuple[Partition, int, int, int]] = {}
+        self._layer_counts: dict[str, int] = {}
 
     def conv2d(self, slot, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         self._check_open()
@@ -78,6 +79,7 @@ class PartialFilterSharing(SharingScheme):
         layer = PSConv2d(self, group, partition, in_channels, out_channels, kernel_size, stride, padding, bias)
         self._layers.append(layer)
         self._slots.setdefault(group, set()).add(slot)
+        self._layer_counts[group] = self._layer_counts.get(group, 0) + 1
         self._geometry[group] = (partition, in_channels, out_channels, kernel_size)
         return layer
 
@@ -85,8 +87,7 @@ class PartialFilterSharing(SharingScheme):
     def total_partial_filters(self, group: str) -> int:
         """N_total: the partial filters the unshared baseline has in this group's distinct slots."""
         partition, _, out_channels, k = self._geometry[group]
-        per_slot = k * k if partition == "tap" else out_channels
-        return len(self._slots[group]) * per_slot
+        return len(self._slots[group]) * coefficient_rows(partition, out_channels, k)
 
     def partial_filters(self, group: str) -> int:
         """N_p for this group's bank."""
@@ -108,16 +109,8 @@ class PartialFilterSharing(SharingScheme):
             self.banks[group] = nn.Parameter(bank)
         for layer in self._layers:
             layer.allocate(self.banks[layer.group].shape[0])
-        self._layer_counts = {g: sum(1 for lay in self._layers if lay.group == g) for g in self._geometry}
         self._layers = []  # the arch owns the layers; keep no second reference
         super().finalize()
-
-    def invalidate_kernel_cache(self, net: nn.Module) -> None:
-        """Drop cached kernels of every PS layer in `net` (needed only after writing to ``.data``,
-        which bypasses the version counters the cache is keyed on)."""
-        for module in net.modules():
-            if isinstance(module, PSConv2d):
-                module._cached = None
 
     def describe(self) -> dict[str, Any]:
         groups = {}
@@ -126,7 +119,7 @@ class PartialFilterSharing(SharingScheme):
             n_p = self.banks[group].shape[0] if group in self.banks else self.partial_filters(group)
             groups[group] = {
                 "slots": len(self._slots[group]),
-                "layers": getattr(self, "_layer_counts", {}).get(group),
+                "layers": self._layer_counts[group],
                 "N_total": n_total,
                 "N_p": n_p,
                 "ratio": str(Fraction(n_p, n_total)),
