@@ -22,6 +22,7 @@ import torch
 from machine import cpu_description  # benchmarks/machine.py (this script's folder is on sys.path)
 
 from restore.api import build_network, count_parameters, materialize
+from restore.inference import call_network
 
 NETWORKS = {  # label: (arch, N_p, scale), the released geometries
     "DRRN-PS x2": ("DRRN_PS", 18, 2),
@@ -66,10 +67,10 @@ def main() -> None:
     x = torch.rand(1, 3, args.size, args.size, device=args.device)
     for label, (arch, num_partial_filters, scale) in NETWORKS.items():
         nets = variants(arch, num_partial_filters, scale, args.device)
-        multi = nets["PS cached"].restore_info.multi_scale
+        info = nets["PS cached"].restore_info
 
-        def call(net, multi=multi, scale=scale):
-            return net(x, scale=scale) if multi else net(x)
+        def call(net, info=info, scale=scale):
+            return call_network(net, x, scale=scale, info=info)
 
         times: dict[str, list[float]] = {name: [] for name in nets}
         with torch.no_grad():

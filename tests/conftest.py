@@ -28,6 +28,15 @@ def shared() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="session")
+def released(shared) -> Path:
+    """The PS authors' released checkpoints (``../shared/weights/ps``); tests needing them skip without."""
+    folder = shared / "weights/ps"
+    if not (folder / "drrnps.pth").is_file():
+        pytest.skip(f"the PS authors' released weights are not at {folder}")
+    return folder
+
+
 def run_restore(*args: str, cwd: Path = REPO, timeout: float = 900, env: dict | None = None
                 ) -> subprocess.CompletedProcess:
     """Run the installed `restore` command in a fresh interpreter (as a user would)."""

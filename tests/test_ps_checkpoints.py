@@ -20,14 +20,6 @@ from restore.tasks import quantize_uint8
 DATASETS = Path(__file__).resolve().parents[1] / "datasets"
 
 
-@pytest.fixture(scope="module")
-def released(shared) -> Path:
-    folder = shared / "weights/ps"
-    if not (folder / "drrnps.pth").is_file():
-        pytest.skip(f"the PS authors' released weights are not at {folder}")
-    return folder
-
-
 def test_drrn_ps_released_checkpoint_loads_strictly_with_np_inferred(released):
     raw = safe_torch_load(released / "drrnps.pth")
     state_dict, meta = read_state_dict(released / "drrnps.pth")

@@ -12,7 +12,6 @@ import pytest
 
 from restore.cli import main
 from tests.conftest import REPO, run_restore
-from tests.test_ps_checkpoints import released  # noqa: F401  (fixture)
 
 # The option files name the released weights as ../shared/weights/ps/...; `released` skips without them.
 pytestmark = pytest.mark.slow
