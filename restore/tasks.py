@@ -99,13 +99,15 @@ class Task:
         gt_f = None if gt is None else self.to_network(mod_crop(gt, self.scale), name=name)
         lq_f = None if lq is None else self.to_network(lq, name=name)
         if gt_f is not None and lq_f is not None:
-            expected = (gt_f.shape[0] // self.scale, gt_f.shape[1] // self.scale)
-            if lq_f.shape[:2] != expected:
-                raise DataError(
-                    f"{name}: LQ is {lq_f.shape[1]}x{lq_f.shape[0]} but GT {gt_f.shape[1]}x{gt_f.shape[0]} "
-                    f"at scale {self.scale} needs LQ {expected[1]}x{expected[0]}."
-                )
+            self.check_lq_size(gt_f.shape[:2], lq_f.shape[:2], name)
         return Sample(gt_f, lq_f, {"name": name})
+
+    def check_lq_size(self, gt_hw: tuple[int, ...], lq_hw: tuple[int, ...], name: str) -> None:
+        """An LQ read from disk must be the (cropped) GT's size divided by the scale."""
+        expected = (gt_hw[0] // self.scale, gt_hw[1] // self.scale)
+        if tuple(lq_hw) != expected:
+            raise DataError(f"{name}: LQ is {lq_hw[1]}x{lq_hw[0]} but GT {gt_hw[1]}x{gt_hw[0]} "
+                            f"at scale {self.scale} needs LQ {expected[1]}x{expected[0]}.")
 
     def to_network(self, img: np.ndarray, *, name: str) -> np.ndarray:
         """One raw array to float32 network space: integers are divided by their maximum."""

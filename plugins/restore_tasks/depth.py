@@ -115,10 +115,7 @@ class DepthSR(Task):
         gt_d = None if gt is None else depth_channel(mod_crop(gt, self.scale), name)
         lq_d = None if lq is None else depth_channel(lq, name)
         if gt_d is not None and lq_d is not None:
-            needed = (gt_d.shape[0] // self.scale, gt_d.shape[1] // self.scale)
-            if lq_d.shape != needed:
-                raise DataError(f"{name}: LQ is {lq_d.shape[1]}x{lq_d.shape[0]} but GT {gt_d.shape[1]}x{gt_d.shape[0]} "
-                                f"at scale {self.scale} needs LQ {needed[1]}x{needed[0]}.")
+            self.check_lq_size(gt_d.shape, lq_d.shape, name)
         # The HR map (or, without one, the LR map) sets the normalisation of both.
         reference = gt_d if gt_d is not None else lq_d
         filled, valid = self._filled(reference, name)
@@ -162,8 +159,8 @@ class DepthSR(Task):
             return {}
         suffix = Path(source).suffix.lower()
         found: dict[str, Any] = {"format": ".png" if suffix in _REWRITE_AS_PNG else suffix}
-        if suffix in _NAMED_FORMATS:
-            found["variable"] = _NAMED_FORMATS[suffix](Path(source))
+        if suffix in _NAMED_FORMATS:  # the variable name is looked up when an output is saved
+            found["source"] = Path(source)
         return found
 
     def save_output(self, data: np.ndarray, stem: Path, meta: dict[str, Any]) -> Path:
@@ -171,7 +168,8 @@ class DepthSR(Task):
         dtype = meta.get("dtype", "float32")
         default = ".png" if dtype in ("uint8", "uint16") else ".npy"
         suffix = meta.get("format", default)
-        return write_depth(Path(f"{stem}{suffix}"), data, dtype, meta.get("variable", "depth"))
+        variable = _NAMED_FORMATS[suffix](meta["source"]) if "source" in meta else "depth"
+        return write_depth(Path(f"{stem}{suffix}"), data, dtype, variable)
 
     def figure(self, panels: dict[str, np.ndarray], meta: dict[str, Any]) -> np.ndarray | None:
         from .depth_figure import depth_figure

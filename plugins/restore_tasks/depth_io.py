@@ -71,8 +71,7 @@ def mat_variable(path: Path) -> str:
     import scipy.io
 
     if h5py.is_hdf5(path):  # MATLAB v7.3
-        with h5py.File(path, "r") as f:
-            return _pick(sorted(_h5_datasets(f)), path)
+        return h5_variable(path)
     return _pick([name for name, _, _ in scipy.io.whosmat(path)], path)
 
 
