@@ -45,7 +45,7 @@ class Denoise(ImageTask):
     def degrade(self, gt: np.ndarray, *, rng: np.random.Generator, train: bool, scale: int | None = None) -> np.ndarray:
         sigma = self.noise_level(rng, train) / 255.0
         noisy = gt + rng.standard_normal(gt.shape, dtype=np.float32) * np.float32(sigma)
-        return np.clip(noisy, 0.0, 1.0) if self.clip else noisy.astype(np.float32)
+        return np.clip(noisy, 0.0, 1.0) if self.clip else noisy.astype(np.float32, copy=False)
 
     def default_metrics(self) -> dict[str, dict[str, Any]]:
         return self.restoration_metrics()

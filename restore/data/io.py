@@ -8,7 +8,7 @@ registry (plugins add ``.npy``, ``.mat``, ``.pfm``...), keyed by the extension w
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import cv2
@@ -16,9 +16,6 @@ import numpy as np
 
 from restore.errors import DataError
 from restore.registry import READERS
-
-_UMASK = os.umask(0)  # there is no way to read the umask without setting it
-os.umask(_UMASK)
 
 # Corrupt files are reported by our own errors; OpenCV's console warnings would only add noise.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -84,9 +81,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` so that a reader never sees a partial file (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # Not mkstemp: its files are 0600; os.open with 0o666 gets the permissions open() would (umask applied).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the permissions open() would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -104,12 +102,12 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
     return atomic_write_bytes(path, encode_image(img, path.suffix.lower()))
 
 
-def list_files(folder: str | os.PathLike, extensions: tuple[str, ...] | None = None) -> list[Path]:
-    """Sorted files of `folder` (not recursive) whose extension is readable, or in `extensions`."""
+def list_files(folder: str | os.PathLike) -> list[Path]:
+    """Sorted files of `folder` (not recursive) whose extension is readable."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder.")
-    allowed = extensions or (*IMAGE_EXTENSIONS, *ARRAY_EXTENSIONS, *READERS.names())
+    allowed = (*IMAGE_EXTENSIONS, *ARRAY_EXTENSIONS, *READERS.names())
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in allowed)
     if not files:
         raise DataError(f"{folder}: the folder holds no readable files ({', '.join(allowed)}).")

@@ -127,8 +127,9 @@ class PairedImageDataset(Dataset):
 
     def _load_guide(self, key: str, sample: Sample, scale: int) -> np.ndarray:
         """The guide in network space, cropped like GT (to a multiple of the scale)."""
-        where = self.guide.describe(self.guide_key(key))
-        guide = self.task.guide_to_network(self.guide.read(self.guide_key(key)), name=where)
+        guide_key = self.guide_key(key)
+        where = self.guide.describe(guide_key)
+        guide = self.task.guide_to_network(self.guide.read(guide_key), name=where)
         h, w = sample.gt.shape[:2] if sample.gt is not None else (sample.lq.shape[0] * scale,
                                                                    sample.lq.shape[1] * scale)
         gh, gw = guide.shape[:2]

@@ -100,12 +100,11 @@ class FolderSource(ImageSource):
         *,
         meta_info_file: str | os.PathLike | None = None,
         read_file: Callable[[Path], np.ndarray] = read_array,
-        extensions: tuple[str, ...] | None = None,
     ) -> None:
         self.root = str(root)
         self.read_file = read_file
         if meta_info_file is None:
-            files = list_files(root, extensions)
+            files = list_files(root)
         else:  # BasicSR's meta_info restricts the folder to the files it lists (paths relative to it)
             names = [name for name, _ in parse_meta_info(meta_info_file)]
             files = [Path(root) / name for name in names]
@@ -300,15 +299,14 @@ def open_source(
     backend: str = "auto",
     meta_info_file: str | os.PathLike | None = None,
     read_file: Callable[[Path], np.ndarray] = read_array,
-    extensions: tuple[str, ...] | None = None,
     readahead: bool = True,
 ) -> ImageSource:
     """The source `spec` names: a folder, an LMDB, or ``skimage:rgb`` / ``skimage:gray``.
 
     `backend` is BasicSR's ``io_backend.type``: ``auto`` picks LMDB for a path ending in ``.lmdb`` or
     holding ``data.mdb``; ``disk`` and ``lmdb`` force the choice. `meta_info_file` restricts a folder
-    to the files it lists, or replaces an LMDB's own ``meta_info.txt``. `read_file` and `extensions`
-    let a task read its own file formats from folders; `readahead` is LMDB's (see `LmdbSource`).
+    to the files it lists, or replaces an LMDB's own ``meta_info.txt``. `read_file` lets a task
+    read its own file formats from folders; `readahead` is LMDB's (see `LmdbSource`).
     """
     if backend not in BACKENDS:
         raise DataError(f"io_backend type '{backend}' is not supported.{did_you_mean(backend, BACKENDS)} "
@@ -325,4 +323,4 @@ def open_source(
         return LmdbSource(text, meta_info_file=meta_info_file, readahead=readahead)
     if not path.is_dir():
         raise DataError(f"{text}: not a folder; a data root is a folder of images or an LMDB.")
-    return FolderSource(text, meta_info_file=meta_info_file, read_file=read_file, extensions=extensions)
+    return FolderSource(text, meta_info_file=meta_info_file, read_file=read_file)
