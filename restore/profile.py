@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from restore.archs import arch_info, count_parameters, network_kwargs
+from restore.archs import arch_info, build_network, count_parameters
 from restore.inference import call_network
 from restore.registry import ARCHS
 from restore.validation import _signature
@@ -63,11 +63,10 @@ class _CoreCall(nn.Module):
 def count_flops(net: nn.Module, x: torch.Tensor, scale: int = 1) -> tuple[float, dict[str, float]]:
     """fvcore FLOPs of the core's call of `net` on `x` at `scale` (guided archs get a random
     guide at output size): total and by operator."""
-    info = arch_info(net)
     guide = None
-    if info.guided:
+    if arch_info(net).guided:
         guide = torch.rand(x.shape[0], 3, x.shape[-2] * scale, x.shape[-1] * scale, device=x.device)
-    model = _CoreCall(net, scale, guide) if info.multi_scale or info.guided else net
+    model = _CoreCall(net, scale, guide)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fvcore's import and the tracer warn about things that do not matter here
         from fvcore.nn import FlopCountAnalysis
@@ -92,12 +91,10 @@ def profile_network(net: nn.Module, *, name: str, scale: int, in_chans: int,
 def profile_arch(options: Mapping[str, Any], *, scale: int, in_chans: int = 3,
                  output_size: tuple[int, int] = PAPER_OUTPUT_SIZE, device: str = "cpu") -> Profile:
     """Build ``options`` (``{type, **kwargs}``) for `in_chans` channels at `scale`, then profile it."""
-    ctor, kwargs, info = network_kwargs(options, in_chans=in_chans, out_chans=in_chans, scale=scale)
-    net = ctor(**kwargs)
-    net.restore_info = info
+    net = build_network(options, in_chans=in_chans, out_chans=in_chans, scale=scale)
     profile = profile_network(net, name=str(options["type"]), scale=scale, in_chans=in_chans,
                               output_size=output_size, device=device)
-    profile.changed = _changed_options(ctor, options)
+    profile.changed = _changed_options(ARCHS.get(options["type"]), options)
     return profile
 
 

@@ -54,7 +54,7 @@ def relative_position_index(window: int, device: torch.device) -> torch.Tensor:
     return (rel[0] * (2 * window - 1) + rel[1]).to(device)
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=4)  # one size per forward pass; each dense mask can be 100+ MiB at DIV2K sizes
 @torch.inference_mode(False)
 def shift_mask(h: int, w: int, window: int, shift: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(windows, N, N) additive mask of a cyclically shifted map: -inf between tokens that the roll

@@ -1,9 +1,9 @@
 """SwinIR-light and SwinIR-S baselines: basicsr's SwinIR with the lightweight configurations.
 
 basicsr's SwinIR does not pad its input; the official SwinIR test code mirror-pads to a multiple
-of the window and crops the output. `PaddedSwinIR` does the same inside ``forward`` (the core's
-test-time padding then finds nothing left to pad), with basicsr's parameter names unchanged so
-official and basicsr checkpoints load as they are.
+of the window and crops the output. `PaddedSwinIR` does the same inside ``forward``, so direct
+calls work too (under the core, `run_network` has already padded and nothing is left to pad), with
+basicsr's parameter names unchanged so official and basicsr checkpoints load as they are.
 """
 
 from __future__ import annotations
