@@ -30,16 +30,20 @@ from restore.errors import OptionError
 
 
 class SharedRef(nn.Module):
-    """A layer that runs a module owned elsewhere (by a sharing scheme) without registering it."""
+    """A layer that runs a module owned by a sharing scheme without registering it.
 
-    def __init__(self, resolve: Callable[[], nn.Module], label: str) -> None:
+    It keeps the scheme and a key, and asks ``scheme.shared_module(key)`` on every call: objects,
+    not a closure, so ``copy.deepcopy(net)`` (EMA copies) resolves to the copied scheme.
+    """
+
+    def __init__(self, scheme: SharingScheme, key: Any, label: str) -> None:
         super().__init__()
-        object.__setattr__(self, "_resolve", resolve)
-        self.label = label
+        object.__setattr__(self, "_scheme", scheme)  # not a submodule: the arch registers the scheme
+        self.key, self.label = key, label
 
     @property
     def target(self) -> nn.Module:
-        return self._resolve()
+        return self._scheme.shared_module(self.key)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.target(*args, **kwargs)
@@ -97,6 +101,10 @@ class SharingScheme(nn.Module):
         """Called by the arch once all layers are requested."""
         self._finalized = True
 
+    def shared_module(self, key: Any) -> nn.Module:
+        """The module a `SharedRef` made by this scheme with `key` runs (schemes that share override it)."""
+        raise NotImplementedError(f"{type(self).__name__} hands out no shared modules")
+
     # -- reporting ---------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         """Facts for logs and `restore plugins`: the scheme name and its sizes."""
@@ -115,17 +123,6 @@ class NoSharing(SharingScheme):
     """Independent weights for every layer (the unshared network)."""
 
     name = "none"
-
-
-class _SlotResolver:
-    """Finds a slot's module in its scheme. An object, not a closure, so that ``copy.deepcopy(net)``
-    (EMA copies) resolves to the copied scheme: deepcopy copies objects but not functions."""
-
-    def __init__(self, scheme: RecursiveSharing, key: str) -> None:
-        self.scheme, self.key = scheme, key
-
-    def __call__(self) -> nn.Module:
-        return self.scheme.shared[self.key]
 
 
 class RecursiveSharing(SharingScheme):
@@ -149,7 +146,10 @@ class RecursiveSharing(SharingScheme):
                 f"recursive sharing: slot '{slot}' was requested as {self._signatures[key]} and as {signature}; "
                 "layers that share a slot must have the same shape"
             )
-        return SharedRef(_SlotResolver(self, key), f"{kind} slot '{slot}'")
+        return SharedRef(self, key, f"{kind} slot '{slot}'")
+
+    def shared_module(self, key: str) -> nn.Module:
+        return self.shared[key]
 
     def conv2d(self, slot, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         signature = ("conv2d", in_channels, out_channels, kernel_size, stride, padding, bias)

@@ -23,20 +23,6 @@ from torch import nn
 from restore.api import OptionError, SharedRef, SharingScheme, register_sharing
 
 
-class _GroupResolver:
-    """Finds a request's projection in its scheme.
-
-    A plain object rather than a closure so that ``copy.deepcopy(net)`` (EMA copies) resolves to the
-    copied scheme, not the original; functions are not copied by deepcopy, objects are.
-    """
-
-    def __init__(self, scheme: UnifiedProjectionSharing, request: int) -> None:
-        self.scheme, self.request = scheme, request
-
-    def __call__(self) -> nn.Module:
-        return self.scheme.projections[self.scheme.group_of[self.request]]
-
-
 @register_sharing(name="unified_projection")
 class UnifiedProjectionSharing(SharingScheme):
     """Projections requested under `slot` shared in `n_share` consecutive groups (1 = fully unified)."""
@@ -58,7 +44,10 @@ class UnifiedProjectionSharing(SharingScheme):
         self._check_open()
         index = len(self._requests)
         self._requests.append((in_features, out_features, bias))
-        return SharedRef(_GroupResolver(self, index), f"projection {index} ('{slot}')")
+        return SharedRef(self, index, f"projection {index} ('{slot}')")
+
+    def shared_module(self, key: int) -> nn.Module:
+        return self.projections[self.group_of[key]]
 
     def finalize(self) -> None:
         count = len(self._requests)
