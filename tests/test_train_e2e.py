@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -71,12 +70,14 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(tmp_path, w
     assert reference.returncode == 0, reference.stderr
 
     killed = _train_process(path, "--set", "name=killed")
-    states = tmp_path / "experiments" / "killed" / "training_states"
-    deadline = time.time() + 600
-    while not (states / "00000020" / "manifest.json").is_file():
-        assert killed.poll() is None and time.time() < deadline, "training ended before it could be killed"
-        time.sleep(0.2)
-    time.sleep(1.0)  # let it run on past the checkpoint: the kill loses some iterations
+    # Kill on the log line of iteration 25, not after a sleep: past the checkpoint at 20 (so the kill
+    # loses iterations) and well before 40 however fast the machine is.
+    for line in killed.stdout:
+        if "[iter 25/40]" in line:
+            break
+    else:
+        pytest.fail("training ended before it could be killed")
+    assert (tmp_path / "experiments" / "killed" / "training_states" / "00000020" / "manifest.json").is_file()
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert not (tmp_path / "experiments" / "killed" / "models" / "net_g_40.safetensors").exists()
