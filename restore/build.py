@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from restore.archs import build_network
-from restore.checkpoint import load_weights, safe_torch_load, strip_prefix
+from restore.checkpoint import check_finite, load_weights, safe_torch_load, strip_prefix
 from restore.errors import CheckpointError, OptionError
 from restore.registry import CONVERTERS, DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS, TASKS
 from restore.tasks import Task
@@ -56,6 +56,12 @@ def read_state_dict(path: str | Path, param_key: str | None = None,
     path = Path(path)
     if path.suffix == ".safetensors":
         return load_weights(path)
+    state_dict, meta = _read_foreign(path, param_key, converter)
+    check_finite(state_dict, path)
+    return state_dict, meta
+
+
+def _read_foreign(path: Path, param_key: str | None, converter: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     obj = safe_torch_load(path, allow_numpy=True)
     entries = [CONVERTERS.entry(converter, "--converter")] if converter else CONVERTERS.entries()
     for entry in entries:

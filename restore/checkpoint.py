@@ -61,8 +61,32 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         raise CheckpointError(f"{path}: not a valid safetensors file ({exc}).") from None
     for key, name in ((NETWORK_KEY, "network"), (TASK_KEY, "task")):
         if key in meta:
-            meta[name] = json.loads(meta.pop(key))
+            meta[name] = _decode_options(meta.pop(key), path, key)
+    check_finite(tensors, path)
     return tensors, meta
+
+
+def _decode_options(text: str, path: Path, key: str) -> dict[str, Any]:
+    """An options block from the metadata: JSON for a mapping, else a CheckpointError naming the file."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: its metadata entry '{key}' is not a JSON mapping of options; the file was "
+                              "not written by restore or has been edited. Give an option file (-opt) instead.")
+    return value
+
+
+def check_finite(state_dict: Mapping[str, Any], source: str | os.PathLike) -> None:
+    """Refuse weights holding NaN or infinity, naming the tensors (they would only produce black images
+    or a diverging run blamed on the learning rate)."""
+    bad = [key for key, value in state_dict.items()
+           if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CheckpointError(f"{source}: holds NaN or infinite values in {len(bad)} tensor(s) ({shown}); "
+                              "these weights are unusable (a diverged or damaged run). Use an earlier checkpoint.")
 
 
 def _numpy_allow_list() -> list[Any]:

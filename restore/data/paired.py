@@ -206,6 +206,14 @@ class PairedImageDataset(Dataset):
         return item if sample.guide is None else {**item, "guide": sample.guide}
 
 
+def batch_to_device(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    """A collated training batch on `device`, images as float32 network-space tensors (the trainer's
+    one entry point for batches: datasets may hand over cheaper dtypes and convert here)."""
+    non_blocking = getattr(device, "type", str(device)) == "cuda"
+    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) and v.ndim == 4 else v
+            for k, v in batch.items()}
+
+
 class TrainBatchSampler:
     """Endless batches of `SampleKey`s for one process, resumable at any batch.
 
