@@ -62,13 +62,24 @@ def _first_accepted(names: list[str], candidates: tuple[str, ...]) -> str | None
     return next((c for c in candidates if c in names), None)
 
 
+def split_type(block: Any, path: str, known: str = "") -> tuple[str, dict[str, Any]]:
+    """(``type`` name, the other keys) of an option block; `known` lists valid names for the message."""
+    hint = f" ({known})" if known else ""
+    if not isinstance(block, Mapping):
+        raise OptionError(f"{path}: expected a block of keys with a 'type', got {block!r}.")
+    options = dict(block)
+    name = options.pop("type", None)
+    if not isinstance(name, str) or not name:
+        got = "missing" if "type" not in block else f"must be a name, got {name!r}"
+        raise OptionError(f"{path}.type: {got}{hint}.")
+    return name, options
+
+
 def network_kwargs(options: Mapping[str, Any], *, in_chans: int | None, out_chans: int | None,
                    scale: int | None, path: str = "network_g") -> tuple[Callable[..., nn.Module], dict, ArchInfo]:
     """Resolve ``{type, **kwargs}`` into (constructor, validated kwargs, resolved ArchInfo)."""
-    options = dict(options)
-    if "type" not in options:
-        raise OptionError(f"{path}: missing 'type' (an arch name; `restore plugins` lists them).")
-    entry = ARCHS.entry(options.pop("type"), f"{path}.type")
+    arch, options = split_type(options, path, "an arch name; `restore plugins` lists them")
+    entry = ARCHS.entry(arch, f"{path}.type")
     ctor = entry.obj
     info: ArchInfo = entry.meta.get("info") or ArchInfo()
     names, _ = accepted_keys(ctor)

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from restore.archs import build_network
+from restore.archs import build_network, split_type
 from restore.checkpoint import check_finite, load_weights, safe_torch_load, strip_prefix
-from restore.errors import CheckpointError, OptionError
+from restore.errors import CheckpointError
 from restore.registry import CONVERTERS, DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS, TASKS
 from restore.tasks import Task
 from restore.validation import call_with_options
@@ -26,10 +26,8 @@ log = logging.getLogger("restore")
 
 def build_task(options: Mapping[str, Any], scale: int | None = None, path: str = "task") -> Task:
     """The task named by ``options['type']``; `scale` (e.g. top-level ``scale:``) fills its scale."""
-    options = dict(options)
-    if "type" not in options:
-        raise OptionError(f"{path}: missing 'type' (one of {', '.join(TASKS.names())}).")
-    task_cls = TASKS.get(options.pop("type"), f"{path}.type")
+    name, options = split_type(options, path, f"one of {', '.join(TASKS.names())}")
+    task_cls = TASKS.get(name, f"{path}.type")
     if scale is not None and "scale" not in options and "scale" in _params(task_cls):
         options["scale"] = scale
     return call_with_options(task_cls, options, path)
@@ -135,22 +133,22 @@ def model_from_checkpoint(path: str | Path, task_options: Mapping[str, Any] | No
     return net, task
 
 
-def _split_type(block: Mapping[str, Any], path: str) -> tuple[str, dict[str, Any]]:
-    options = dict(block)
-    if "type" not in options:
-        raise OptionError(f"{path}: missing 'type'.")
-    return options.pop("type"), options
-
-
 def build_loss(block: Mapping[str, Any], path: str = "train.pixel_opt") -> nn.Module:
-    name, options = _split_type(block, path)
+    name, options = split_type(block, path)
     return call_with_options(LOSSES.get(name, f"{path}.type"), options, path)
 
 
-def build_optimizer(block: Mapping[str, Any], params: list[nn.Parameter],
-                    path: str = "train.optim_g") -> torch.optim.Optimizer:
-    name, options = _split_type(block, path)
-    return call_with_options(OPTIMIZERS.get(name, f"{path}.type"), options, path, params=params)
+def build_optimizer(block: Mapping[str, Any], params: list[nn.Parameter], path: str = "train.optim_g",
+                    device: torch.device | str | None = None) -> torch.optim.Optimizer:
+    """The optimizer of `block`. On CUDA, optimizers that offer a fused kernel (Adam, AdamW, SGD)
+    use it unless the block chooses ``fused``/``foreach`` itself: one kernel per step instead of
+    one per parameter group."""
+    name, options = split_type(block, path)
+    optimizer_cls = OPTIMIZERS.get(name, f"{path}.type")
+    on_cuda = torch.device(device).type == "cuda" if device is not None else False
+    if on_cuda and "fused" in _params(optimizer_cls) and not {"fused", "foreach"} & set(options):
+        options["fused"] = True
+    return call_with_options(optimizer_cls, options, path, params=params)
 
 
 def build_scheduler(block: Mapping[str, Any] | None, optimizer: torch.optim.Optimizer,
@@ -158,7 +156,7 @@ def build_scheduler(block: Mapping[str, Any] | None, optimizer: torch.optim.Opti
     """The LR scheduler, stepped once per optimizer update (iteration-based, like BasicSR)."""
     if block is None:
         return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    name, options = _split_type(block, path)
+    name, options = split_type(block, path)
     return call_with_options(SCHEDULERS.get(name, f"{path}.type"), options, path, optimizer=optimizer)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,27 @@ def _numpy_allow_list() -> list[Any]:
     return allowed
 
 
+_REFUSED_GLOBAL = re.compile(r"(?:unsupported GLOBAL|Unsupported global:\s*GLOBAL)\s+([\w.]+)", re.IGNORECASE)
+_UNSUPPORTED_OPERAND = re.compile(r"Unsupported operand \S+")
+
+
+def pickle_refusal(exc: BaseException) -> str:
+    """What a failed weights-only load refused, in our words: torch's own message advises re-running
+    with ``weights_only=False``, the one thing a user must not do with an untrusted file."""
+    text = str(exc)
+    found = _REFUSED_GLOBAL.search(text)
+    if found:
+        return (f"it holds a pickled reference to `{found.group(1)}`, which could run code when loaded; "
+                "restore refuses it. Only tensors, plain containers and numbers are loaded.")
+    if "weights only load failed" in text.lower() or "WeightsUnpickler" in text:
+        operand = _UNSUPPORTED_OPERAND.search(text)
+        detail = f" ({operand.group(0)})" if operand else ""
+        return (f"it holds objects other than tensors, plain containers and numbers{detail}; restore refuses to "
+                "unpickle them because that could run code.")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else 'unreadable'}"
+
+
 def safe_torch_load(path: str | os.PathLike, *, allow_numpy: bool = False) -> Any:
     """``torch.load`` that cannot execute code: tensors, containers and (optionally) numpy scalars."""
     path = Path(path)
@@ -116,13 +138,8 @@ def safe_torch_load(path: str | os.PathLike, *, allow_numpy: bool = False) -> An
                 return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        reason = next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else type(exc).__name__)
         hint = "" if allow_numpy else " If it holds numpy values, convert it with `restore convert`."
-        raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than tensors and plain containers "
-            f"({reason}).{hint}"
-        ) from None
+        raise CheckpointError(f"{path}: refused to load: {pickle_refusal(exc)}{hint}") from None
 
 
 def strip_prefix(state_dict: Mapping[str, Any], prefix: str = "module.") -> dict[str, Any]:

@@ -48,11 +48,53 @@ def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode, deep: b
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
+# Anchors and aliases (&a / *a) are allowed, but a document may not expand to more values than this:
+# nine levels of nine aliases ("billion laughs") parse into a tiny graph that explodes when copied.
+MAX_EXPANDED_NODES = 100_000
+
+
+def _expanded_size(node: yaml.Node, source: str, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values `node` stands for once every alias is written out (memoised per node)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise OptionError(f"{source}: an alias refers to the block that contains it (line "
+                          f"{node.start_mark.line + 1}); option files cannot be recursive.")
+    open_nodes.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    else:
+        children = []
+    total = 1
+    for child in children:
+        total += _expanded_size(child, source, sizes, open_nodes)
+        if total > MAX_EXPANDED_NODES:
+            raise OptionError(
+                f"{source}: expands to more than {MAX_EXPANDED_NODES:,} values through YAML aliases (&anchor / "
+                f"*alias, near line {node.start_mark.line + 1}); refused before using it. Write the values out or "
+                "use `base:` inheritance instead."
+            )
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
+
+
 def parse_yaml(text: str, source: str = "<string>") -> Any:
+    """Safe YAML with the loader above; alias expansion is bounded before anything is built from it."""
+    loader = _Loader(text)
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, source, {}, set())
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise OptionError(f"{source}: invalid YAML: {exc}".replace("\n", " ")) from None
+    finally:
+        loader.dispose()
 
 
 def read_yaml_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -98,30 +140,49 @@ def read_with_bases(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> d
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``key.path=value`` strings (values are YAML: ``200``, ``[2, 3]``, ``~``)."""
+    """Apply ``key.path=value`` strings (values are YAML: ``200``, ``[2, 3]``, ``~``). A number
+    steps into a list (``network_g.scales.0=2``); anything else into a block of keys."""
     for item in overrides:
         key_path, sep, raw = item.partition("=")
-        if not sep or not key_path:
+        if not sep or not key_path or "" in key_path.split("."):
             raise OptionError(f"--set {item!r}: expected key.path=value, e.g. --set train.total_iter=200")
         value = parse_yaml(raw, f"--set {key_path}")
-        node: Any = data
         parts = key_path.split(".")
+        node: Any = data
         for i, part in enumerate(parts[:-1]):
-            if isinstance(node, list) and part.isdigit():
-                node = node[int(part)]
-            else:
-                if not isinstance(node.get(part), (dict, list)):
-                    if part in node and node[part] is not None:
-                        where = ".".join(parts[: i + 1])
-                        raise OptionError(f"--set {key_path}: {where} is a value, not a block of keys.")
-                    node[part] = {}
-                node = node[part]
-        last = parts[-1]
-        if isinstance(node, list) and last.isdigit():
-            node[int(last)] = value
-        else:
-            node[last] = value
+            node = _step_into(node, part, ".".join(parts[:i]), key_path)
+        _assign(node, parts[-1], value, ".".join(parts[:-1]), key_path)
     return data
+
+
+def _list_index(node: list, part: str, where: str, key_path: str) -> int:
+    if not part.isdigit():
+        raise OptionError(f"--set {key_path}: {where} is a list; step into it with an index (0 to "
+                          f"{len(node) - 1}), not '{part}'.")
+    if int(part) >= len(node):
+        raise OptionError(f"--set {key_path}: {where} has {len(node)} item(s), so index {part} does not exist "
+                          f"(set the whole list instead: --set {where}=[...]).")
+    return int(part)
+
+
+def _step_into(node: Any, part: str, where: str, key_path: str) -> Any:
+    """The block or list below `node` at `part`, created as a block when absent."""
+    here = f"{where}.{part}" if where else part
+    slot: Any = _list_index(node, part, where, key_path) if isinstance(node, list) else part
+    child = node[slot] if isinstance(node, list) else node.get(part)
+    if isinstance(child, (dict, list)):
+        return child
+    if child is not None:
+        raise OptionError(f"--set {key_path}: {here} is a value ({child!r}), not a block of keys.")
+    node[slot] = {}
+    return node[slot]
+
+
+def _assign(node: Any, last: str, value: Any, where: str, key_path: str) -> None:
+    if isinstance(node, list):
+        node[_list_index(node, last, where, key_path)] = value
+    else:
+        node[last] = value
 
 
 # -- validation -----------------------------------------------------------------------------------
@@ -166,7 +227,8 @@ def _describe_error(err: Mapping[str, Any]) -> str:
     if kind == "missing":
         return f"{path}: missing required key."
     got = err.get("input")
-    return f"{path}: {err['msg']} (got {got!r})."
+    message = str(err["msg"]).removeprefix("Value error, ").rstrip(".")
+    return f"{path}: {message}" + ("." if kind == "value_error" else f" (got {got!r}).")
 
 
 def validate(data: Mapping[str, Any], source: str = "options") -> Options:

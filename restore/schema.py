@@ -8,14 +8,50 @@ object's signature in `restore.options.check_registered_blocks`.
 from __future__ import annotations
 
 import re
+import types
+import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from restore.errors import OptionError
+from restore.paths import path_component
 
 DATASET_PHASE = re.compile(r"^(train|val|test)(_\w+)?$")
+# Upper bounds that no real recipe reaches (BasicSR's longest schedules are ~1e6 iterations); values
+# beyond them are typos such as 1e23 that would otherwise be accepted and never finish.
+MAX_ITERATIONS = 10**9
+MAX_BATCH = 4096
 
 
-class Strict(BaseModel):
+def _plain_name(value: str, what: str) -> str:
+    try:
+        return path_component(value, what)
+    except OptionError as exc:  # pydantic reports ValueError with the key path
+        raise ValueError(str(exc).split(": ", 1)[1]) from None
+
+
+def _accepts_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_accepts_bool(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+class NoBoolNumbers(BaseModel):
+    """Refuses ``true``/``false`` for number fields: pydantic would read them as 1 and 0."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and not _accepts_bool(field.annotation):
+            raise ValueError(f"expected a number, not the boolean {str(value).lower()}")
+        return value
+
+
+class Strict(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
@@ -23,19 +59,26 @@ class IOBackend(Strict):
     type: Literal["disk", "lmdb", "auto"] = "auto"
 
 
-class DatasetOptions(BaseModel):
+class DatasetOptions(NoBoolNumbers):
     """Loader settings (core) plus the dataset class's own keyword arguments (extra keys)."""
 
     model_config = ConfigDict(extra="allow")
 
     name: str = ""
     type: str = "PairedImageDataset"
-    batch_size_per_gpu: int = Field(16, ge=1)
-    num_worker_per_gpu: int = Field(2, ge=0)
-    dataset_enlarge_ratio: int = Field(1, ge=1)
-    pin_memory: bool = False
-    scale: int | None = Field(None, ge=1, description="val/test: evaluate at this scale (multi-scale nets)")
+    batch_size_per_gpu: int = Field(16, ge=1, le=MAX_BATCH)
+    num_worker_per_gpu: int = Field(2, ge=0, le=256)
+    dataset_enlarge_ratio: int = Field(1, ge=1, le=10_000)
+    pin_memory: bool | None = Field(None, description="page-locked batches; default: on when training on CUDA")
+    persistent_workers: bool = Field(True, description="keep data workers alive between epochs")
+    prefetch_factor: int | None = Field(None, ge=1, le=64, description="batches each worker loads ahead")
+    scale: int | None = Field(None, ge=1, le=64, description="val/test: evaluate at this scale (multi-scale nets)")
     prefetch_mode: None = Field(None, description="accepted for BasicSR files; Accelerate handles prefetching")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_plain(cls, value: str) -> str:
+        return _plain_name(value, "name") if value else value
 
     def dataset_kwargs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -51,20 +94,23 @@ class PathOptions(Strict):
 
 
 class TrainOptions(Strict):
-    total_iter: int = Field(..., ge=1, description="optimizer updates (not micro-batches)")
+    total_iter: int = Field(..., ge=1, le=MAX_ITERATIONS, description="optimizer updates (not micro-batches)")
     optim_g: dict[str, Any]
     scheduler: dict[str, Any] | None = None
     pixel_opt: dict[str, Any]
-    warmup_iter: int = -1
+    warmup_iter: int = Field(-1, ge=-1, le=MAX_ITERATIONS, description="linear LR warm-up; -1 or 0: none")
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
     grad_clip: float | None = Field(None, gt=0)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    gradient_accumulation_steps: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=MAX_BATCH)
     sequence_loss_weights: list[float] | None = None
+    channels_last: bool = Field(False, description="run the network on channels-last (NHWC) tensors")
+    compile: bool = Field(False, description="torch.compile the network (falls back to eager, saying why)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
 
 
 class ValOptions(Strict):
-    val_freq: int = Field(5000, ge=1)
+    val_freq: int = Field(5000, ge=1, le=MAX_ITERATIONS)
     save_img: bool = False
     quantize: Literal["round", "truncate"] = "round"
     metrics: dict[str, dict[str, Any]] | None = None
@@ -80,18 +126,18 @@ class WandbOptions(Strict):
 
 
 class LoggerOptions(Strict):
-    print_freq: int = Field(100, ge=1)
-    save_checkpoint_freq: int = Field(5000, ge=1)
+    print_freq: int = Field(100, ge=1, le=MAX_ITERATIONS)
+    save_checkpoint_freq: int = Field(5000, ge=1, le=MAX_ITERATIONS)
     use_tb_logger: bool = True
-    keep_checkpoints: int = Field(3, ge=1, description="training states kept on disk (newest)")
+    keep_checkpoints: int = Field(3, ge=1, le=10_000, description="training states kept on disk (newest)")
     wandb: WandbOptions | None = Field(None, description="accepted for BasicSR files; W&B is not supported")
 
 
 class Options(Strict):
     name: str
     task: dict[str, Any]
-    scale: int | None = Field(None, ge=1)
-    manual_seed: int = 0
+    scale: int | None = Field(None, ge=1, le=64)
+    manual_seed: int = Field(0, ge=0, lt=2**32, description="numpy and torch seeds take 0 .. 2**32-1")
     datasets: dict[str, DatasetOptions] = Field(default_factory=dict)
     network_g: dict[str, Any]
     path: PathOptions = Field(default_factory=PathOptions)
@@ -104,6 +150,11 @@ class Options(Strict):
     num_gpu: int | str | None = None
     dist_params: dict[str, Any] | None = None
     is_train: bool | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_plain(cls, value: str) -> str:
+        return _plain_name(value, "name")
 
     @field_validator("datasets")
     @classmethod

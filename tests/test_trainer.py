@@ -45,7 +45,8 @@ def test_warmup_ramps_the_learning_rate(tmp_path, write_options):
 
 
 def test_diverging_loss_stops_with_advice(tmp_path, write_options):
-    with pytest.raises(TrainingDiverged, match="the loss became (nan|inf) at iteration .* Lower train.optim_g.lr"):
+    with pytest.raises(TrainingDiverged,
+                       match=r"the loss became (nan|inf) between iterations \d+ and \d+ .* Lower train.optim_g.lr"):
         _train(tmp_path, write_options, "boom", train__optim_g={"type": "SGD", "lr": 1e30}, train__total_iter=50,
                datasets__val=None)
 

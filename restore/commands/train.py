@@ -10,30 +10,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a network from a YAML option file",
         description="Train a network from a YAML option file (BasicSR schema). Runs unchanged on CPU, one GPU or "
-        "several: `accelerate launch -m restore train -opt FILE`. Results go to experiments/<name>/: options.yml, "
-        "logs/, tb_logger/, models/ "
-        "(safetensors weights), training_states/ (complete states for --resume).",
+        "several: `accelerate launch -m restore train -opt FILE`. Everything that can fail (options, data, the "
+        "network at every scale, the first batch) is checked before the experiment folder is touched. Results go "
+        "to experiments/<name>/: options.yml, logs/, tb_logger/, models/ (safetensors weights), training_states/ "
+        "(checksummed states for --resume). One run at a time owns an experiment folder.",
     )
     p.add_argument("-opt", "--opt", required=True, metavar="FILE", help="option file (YAML)")
     p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override an option, e.g. --set train.total_iter=200 (repeatable; values are YAML)")
-    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="STATE",
-                   help="continue from the newest complete training state of this experiment, or from STATE")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", nargs="?", const=True, default=None, metavar="STATE",
+                        help="continue from the newest training state of this experiment that verifies, or from "
+                        "STATE; an error when there is none")
+    resume.add_argument("--auto-resume", action="store_true",
+                        help="continue from the newest training state if one exists, else start a new run")
     p.add_argument("--dry-run", action="store_true",
-                   help="validate the option file (every block, data paths) and stop before any work")
+                   help="build and check everything (options, data, network, loss, optimizer, scheduler, the first "
+                   "batch, the state to resume) and stop without writing anything")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the training step (default: OMP_NUM_THREADS, else the cores the load "
+                   "average leaves free; data workers use one thread each)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from restore.errors import OptionError
     from restore.options import load_options
+    from restore.threads import choose_threads
     from restore.trainer import train
 
+    if args.threads is not None and args.threads < 1:
+        raise OptionError(f"--threads: must be 1 or more, got {args.threads}.")
+    threads, why = choose_threads(args.threads)
     options = load_options(args.opt, args.set)
-    result = train(options, resume=args.resume, dry_run=args.dry_run, progress=not args.no_progress)
+    result = train(options, resume=args.resume, auto_resume=args.auto_resume, dry_run=args.dry_run,
+                   progress=not args.no_progress, threads=f"{threads} intra-op thread(s) ({why})")
     if result is None:
-        print(f"{args.opt}: options valid; data paths exist. (dry run: nothing trained)")
+        print(f"{args.opt}: options valid; data, network, loss, optimizer, scheduler and the first batch checked. "
+              "(dry run: nothing written)")
         return 0
+    if result.archived is not None:
+        print(f"an earlier run of this name was moved to {result.archived}")
     print(f"trained {result.iteration} iterations; weights: {result.final_weights}")
     for tag, value in result.last_validation.items():
         print(f"  {tag}: {value:.4f}")
