@@ -1,17 +1,25 @@
 """The ``restore`` command: one sub-command per module in ``restore.commands``.
 
 Each command module defines ``add_parser(subparsers)`` (which sets ``func`` on its parser) and
-nothing else at import time, so ``restore --help`` stays fast. A `RestoreError` from any command
-is printed as one paragraph without a traceback (exit status 2); ``RESTORE_DEBUG=1`` shows it.
+nothing else at import time, so ``restore --help`` stays fast. Errors never end in a traceback:
+a `RestoreError` (bad input the user can fix) and the system's own refusals (disk full, no
+permission, out of memory) are printed as one paragraph with exit status 2; anything else is a
+bug, printed as one paragraph naming a file that holds the traceback (exit status 1).
+``RESTORE_DEBUG=1`` raises instead, traceback and all.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
+import tempfile
 import textwrap
+import time
+import traceback
+from pathlib import Path
 
 from restore import __version__
 from restore.errors import RestoreError
@@ -46,15 +54,42 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         return int(args.func(args) or 0)
-    except RestoreError as exc:
-        if os.environ.get("RESTORE_DEBUG"):
-            raise
-        message = textwrap.fill(str(exc), width=100, break_long_words=False, break_on_hyphens=False)
-        print(f"error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if os.environ.get("RESTORE_DEBUG"):
+            raise
+        message, status = describe_failure(exc)
+        print("error: " + textwrap.fill(message, width=100, break_long_words=False, break_on_hyphens=False),
+              file=sys.stderr)
+        return status
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def describe_failure(exc: BaseException) -> tuple[str, int]:
+    """(one-paragraph message, exit status) for an exception that ended a command."""
+    if isinstance(exc, RestoreError):
+        return str(exc), 2
+    if isinstance(exc, OSError) and exc.errno is not None:
+        where = f"{exc.filename}: " if exc.filename else ""
+        if exc.errno in _DISK_FULL:
+            return f"{where}the disk is full (or a file-size limit was reached); free space and run again.", 2
+        return f"{where}{exc.strerror or exc}.", 2
+    if isinstance(exc, MemoryError):
+        return ("out of memory; use smaller inputs or batches (datasets.*.batch_size_per_gpu, gt_size) or tiles "
+                "(val.tile, --tile)."), 2
+    report = Path(tempfile.gettempdir()) / f"restore-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    try:
+        report.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+        where = f"The traceback is in {report}"
+    except OSError:
+        where = "Run again with RESTORE_DEBUG=1 for the traceback"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return (f"unexpected {type(exc).__name__}{': ' + first if first else ''}. This is a bug in restore or one of "
+            f"its plugins, not in your input. {where}; please report it."), 1
 
 
 if __name__ == "__main__":

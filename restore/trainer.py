@@ -171,8 +171,8 @@ def _check_serves_scale(net: nn.Module, info: ArchInfo, task: Task, scale: int, 
     net.eval()
     try:
         out = call_network(net, x, scale=scale, info=info, guide=guide)
-    except RestoreError:
-        raise
+    except RestoreError as exc:
+        raise OptionError(f"network_g: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - the arch's own error, reported with the scale it failed at
         raise OptionError(f"network_g: {_network_name(net)} fails at scale {scale} ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}); check task.scale and the network's "

@@ -161,14 +161,14 @@ def latest_complete_state(root: Path) -> Path | None:
     return next((p for p in reversed(_numbered_states(root)) if is_complete(p)), None)
 
 
-def resumable_state(root: Path) -> tuple[Path | None, list[str]]:
-    """The newest state under `root` that verifies, and a note for each newer one passed over."""
+def resumable_state(root: Path) -> tuple[Path | None, list[tuple[str, str]]]:
+    """The newest state under `root` that verifies, and (name, problem) for each newer one passed over."""
     skipped = []
     for state in reversed(_numbered_states(root)):
         problem = verification_problem(state)
         if problem is None:
             return state, skipped
-        skipped.append(f"{state.name}: {problem}")
+        skipped.append((state.name, problem))
     return None, skipped
 
 
