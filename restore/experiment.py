@@ -51,8 +51,8 @@ class ExperimentLock:
                 os.close(fd)
                 raise ExperimentBusy(
                     f"{self.folder}: another run is using this experiment ({describe_holder(holder)}); two runs "
-                    "with one name would mix their logs, weights and states. Wait for it, stop it, or choose another name "
-                    "(--set name=...)."
+                    "with one name would mix their logs, weights and states. Wait for it, stop it, or choose "
+                    "another name (--set name=...)."
                 ) from None
             # The holder we waited on may have removed the file and another run made a new one: only a lock
             # on the file that is at the path now counts.

@@ -148,7 +148,8 @@ def build_training(options: Options, device: torch.device | str = "cpu") -> Trai
 def _milestone_notes(options: Options) -> list[str]:
     """A note when MultiStepLR milestones lie beyond total_iter (fine for a shortened run, else a typo)."""
     milestones = (options.train.scheduler or {}).get("milestones")
-    if isinstance(milestones, (list, tuple)) and any(int(m) > options.train.total_iter for m in milestones):
+    if isinstance(milestones, (list, tuple)) and any(isinstance(m, int) and m > options.train.total_iter
+                                                     for m in milestones):
         return [f"train.scheduler.milestones {list(milestones)}: those beyond train.total_iter "
                 f"{options.train.total_iter} are never reached"]
     return []

@@ -71,3 +71,33 @@ def test_grad_clip_bounds_the_update_by_the_clipped_norm(tmp_path, write_options
 
     assert update_norm(one_sgd_step("clipped", train__grad_clip=1e-3)) == pytest.approx(0.1 * 1e-3, rel=1e-3)
     assert update_norm(one_sgd_step("free")) > 10 * 0.1 * 1e-3
+
+
+def test_steps_between_two_log_lines_read_nothing_from_the_device(tmp_path, write_options, monkeypatch):
+    """The loss is summed on the device: the only Tensor.item() our code calls is the one read that
+    feeds each log line (on CUDA every .item() would stall the stream)."""
+    import logging
+    import sys
+
+    from tests.conftest import REPO
+
+    ours = (str(REPO / "restore"), str(REPO / "plugins"))
+    events: list[str] = []
+    original_item, original_info = torch.Tensor.item, logging.Logger.info
+
+    def recording_item(self):
+        if sys._getframe(1).f_code.co_filename.startswith(ours):
+            events.append("item")
+        return original_item(self)
+
+    def recording_info(self, message, *args, **kwargs):
+        if "[iter " in str(message):
+            events.append("log")
+        return original_info(self, message, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "item", recording_item)
+    monkeypatch.setattr(logging.Logger, "info", recording_info)
+    options = tiny_sisr_options(tmp_path, name="nosync", datasets__val=None, train__total_iter=20,
+                                train__ema_decay=0.9, logger__print_freq=5, logger__save_checkpoint_freq=20)
+    train(load_options(write_options(options)), progress=False)
+    assert events == ["item", "log"] * 4
