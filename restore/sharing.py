@@ -15,6 +15,12 @@ layers an arch holds reference the owner without registering it again.
 An arch calls ``scheme.finalize()`` after requesting all its layers: schemes whose sizes depend
 on the whole network (a bank sized by a ratio of all slots, projections split into groups)
 allocate their parameters there.
+
+A scheme initialises what it creates; an arch's own initialisation touches only
+`unshared_layers(net)`. `materialize` turns a shared network into the plain one it computes
+(layers' ``as_plain_module()``, or generically the ``weight``/``bias`` a layer exposes), and
+`materialize_into` checks the result against the arch built with ``sharing: none``.
+CONTRIBUTING.md states the whole contract, with executed examples.
 """
 
 from __future__ import annotations
