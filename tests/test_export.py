@@ -10,13 +10,17 @@ cannot be materialised (the `scaled` example as CONTRIBUTING.md had it before th
 from __future__ import annotations
 
 import re
+import subprocess
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from restore.api import count_parameters, load_model
+from restore.api import build_network, count_parameters, load_model, save_weights
+from restore.checkpoint import load_weights
+from restore.cli import main
 from tests.conftest import REPO
 from tests.plugin_helpers import pip_install, run_python, run_with
 
@@ -122,11 +126,16 @@ def scaled_without_weight(tmp_path_factory):
     return install_scheme(tmp_path_factory, "scaled_without_weight", textwrap.dedent(SCALED_WITHOUT_WEIGHT))
 
 
+def export(installed: tuple, out: Path) -> subprocess.CompletedProcess:
+    """`restore export` of the installed scheme's weights to `out`, with the scheme's package importable."""
+    target, work = installed
+    return run_with(target, "export", "--weights", str(work / "shared.safetensors"), "--materialize", str(out))
+
+
 @pytest.mark.slow
 def test_a_scheme_that_only_exposes_its_weights_exports_and_loads_without_the_plugin(scaled, tmp_path):
-    target, work = scaled
     out = tmp_path / "plain.safetensors"
-    result = run_with(target, "export", "--weights", str(work / "shared.safetensors"), "--materialize", str(out))
+    result = export(scaled, out)
     assert result.returncode == 0, result.stderr
     assert re.search(r"max \|output difference\| on a random 32x32 input \(x2, x3\): \d", result.stdout)
     # this process has no `scaled` plugin: the file must rebuild as DRRN with `sharing: none`
@@ -137,14 +146,12 @@ def test_a_scheme_that_only_exposes_its_weights_exports_and_loads_without_the_pl
     x = torch.rand(1, 3, 12, 10, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out_plain = net.eval()(x, scale=3).numpy()
-    np.testing.assert_allclose(out_plain, np.load(work / "expected.npy"), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(out_plain, np.load(scaled[1] / "expected.npy"), rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow
 def test_a_layer_that_cannot_be_materialised_is_refused_and_nothing_is_written(scaled_without_weight, tmp_path):
-    target, work = scaled_without_weight
-    out = tmp_path / "plain.safetensors"
-    result = run_with(target, "export", "--weights", str(work / "shared.safetensors"), "--materialize", str(out))
+    result = export(scaled_without_weight, tmp_path / "plain.safetensors")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "max |output difference|" not in result.stdout
     assert "'b1.b1_x2.conv1' (ScaledConv)" in " ".join(result.stderr.split())
@@ -152,6 +159,25 @@ def test_a_layer_that_cannot_be_materialised_is_refused_and_nothing_is_written(s
 
     previous = tmp_path / "previous.safetensors"
     previous.write_bytes(b"an earlier export")
-    result = run_with(target, "export", "--weights", str(work / "shared.safetensors"), "--materialize", str(previous))
+    result = export(scaled_without_weight, previous)
     assert result.returncode == 2 and previous.read_bytes() == b"an earlier export"
     assert [p.name for p in tmp_path.iterdir()] == ["previous.safetensors"]
+
+
+def test_a_sharing_shorthand_is_left_out_of_the_exported_network(tmp_path, capsys):
+    # CARN_PS takes `gamma` or `sharing`, not both: the export records CARN_PS with `sharing: none` alone
+    network = {"type": "CARN_PS", "num_features": 8, "scales": [2], "gamma": "8/9"}
+    net = build_network(network, in_chans=3, out_chans=3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_weights(tmp_path / "shared.safetensors", net.state_dict(), network=network, task={"type": "sisr", "scale": 2})
+    out = tmp_path / "plain.safetensors"
+    assert main(["export", "--weights", str(tmp_path / "shared.safetensors"), "--materialize", str(out)]) == 0
+    assert "max |output difference| on a random 32x32 input (x2): 0" in capsys.readouterr().out
+    plain, _ = load_model(out)
+    assert load_weights(out)[1]["network"] == {"type": "CARN_PS", "num_features": 8, "scales": [2], "sharing": "none"}
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.eval()(x, scale=2), net.eval()(x, scale=2))

@@ -40,7 +40,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from safetensors.torch import load as decode_tensors
@@ -51,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from restore.data.io import atomic_write_bytes
     from restore.errors import OptionError, RestoreError
     from restore.options import load_options
-    from restore.registry import ARCHS
     from restore.sharing import materialize_into
-    from restore.validation import accepted_keys
 
     target = Path(args.materialize)
     if target.suffix != ".safetensors":
@@ -83,16 +80,7 @@ def run(args: argparse.Namespace) -> int:
     net = build(network_options)
     load_pretrained(net, weights)
 
-    # The options the file records, as a reader will decode them, and the network they build.
-    plain_options = dict(network_options)
-    if "sharing" in accepted_keys(ARCHS.get(network_options["type"]))[0]:
-        plain_options["sharing"] = "none"
-    plain_options = json.loads(json.dumps(plain_options))
-    try:
-        plain = build(plain_options)
-    except OptionError as exc:
-        raise RestoreError(f"cannot export: the network the file would record ({plain_options}) does not build: "
-                           f"{exc} Nothing was written.") from None
+    plain_options, plain = _unshared_network(network_options, build)
     materialize_into(net, plain)
     data = encode_weights(plain.state_dict(), network=plain_options, task=task_options,
                           extra={"materialized_from": Path(weights).name}, path=target)
@@ -114,6 +102,37 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {target}: {plain_count:,} parameters (shared network: {shared_count:,})")
     print(f"max |output difference| on a random {side}x{side} input ({checked}): {worst:.3g}")
     return 0
+
+
+def _unshared_network(network_options: Mapping[str, Any], build: Any) -> tuple[dict[str, Any], nn.Module]:
+    """The options the exported file records (as a reader will decode them) and the network they build:
+    the same arch with ``sharing: none``.
+
+    Factories with a sharing shorthand (``CARN_PS`` with ``gamma``) refuse it beside ``sharing``; for
+    them the shorthand keys (those that default to None) are left out. Whatever is chosen here,
+    `materialize_into` and the output comparison check it.
+    """
+    import json
+
+    from restore.errors import OptionError, RestoreError
+    from restore.registry import ARCHS
+    from restore.validation import _signature
+
+    arch = ARCHS.get(network_options["type"])
+    params = _signature(arch).parameters
+    if "sharing" not in params:
+        return dict(network_options), build(network_options)
+    plain_options = json.loads(json.dumps({**network_options, "sharing": "none"}))
+    try:
+        return plain_options, build(plain_options)
+    except OptionError as exc:
+        trimmed = {k: v for k, v in plain_options.items()
+                   if k in ("type", "sharing") or k not in params or params[k].default is not None}
+        try:
+            return trimmed, build(trimmed)
+        except OptionError:
+            raise RestoreError(f"cannot export: the unshared network ({plain_options}) does not build: {exc} "
+                               "Nothing was written.") from None
 
 
 def _compare(net: nn.Module, plain: nn.Module, task: Task | None, requested_scales: list[int] | None,
