@@ -15,18 +15,27 @@ Importing that module registers its objects::
     @register_arch(info=ArchInfo(size_multiple=8))
     class MyNet(nn.Module): ...
 
-Anything not exported here is private to the core and may change without notice.
+A plugin's tests need nothing else either: `build_network`, `build_task`, `MetricSet`,
+`save_weights`, `load_model` (a weights file that records its options -> ``(net, task)``) and
+`load_weights_into` cover building, scoring, saving and reloading. Anything not exported here is
+private to the core and may change without notice.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from pydantic import Field  # constraints on option annotations: Annotated[int, Field(ge=1)]
+
 from restore.archs import ArchInfo, arch_info, build_network, count_parameters, register_arch
+from restore.build import build_task
+from restore.build import load_pretrained as load_weights_into
+from restore.build import model_from_checkpoint as load_model
+from restore.checkpoint import save_weights
 from restore.data.io import atomic_write_bytes, decode_image, list_files, read_array, write_image
 from restore.errors import CheckpointError, DataError, OptionError, RestoreError
 from restore.inference import pad_to_multiple
-from restore.metrics import register_metric
+from restore.metrics import MetricSet, register_metric
 from restore.registry import (
     ARCHS,
     CONVERTERS,
@@ -41,9 +50,19 @@ from restore.registry import (
     Entry,
     Registry,
 )
-from restore.sharing import NoSharing, RecursiveSharing, SharedRef, SharingScheme, build_sharing, materialize
+from restore.sharing import (
+    NoSharing,
+    RecursiveSharing,
+    SharedRef,
+    SharingScheme,
+    build_sharing,
+    materialize,
+    materialize_into,
+    plain_layer,
+    unshared_layers,
+)
 from restore.tasks import Sample, Task, mod_crop, quantize_uint8, register_task
-from restore.validation import call_with_options, check_options
+from restore.validation import call_with_options, check_options, option_path
 
 API_VERSION = "1.0"
 
@@ -54,7 +73,10 @@ def register_sharing(obj: T | None = None, *, name: str | None = None) -> Any:
     """Register a SharingScheme subclass (its `name` attribute is used when `name` is omitted)."""
 
     def add(cls: T) -> T:
-        SHARING.register(cls, name=name or getattr(cls, "name", cls.__name__))
+        registered = name or getattr(cls, "name", cls.__name__)
+        SHARING.register(cls, name=registered)
+        if "name" not in vars(cls):  # describe() and logs report the name options use
+            cls.name = registered
         return cls
 
     return add if obj is None else add(obj)
@@ -86,11 +108,12 @@ def register_reader(extension: str, reader: Any) -> Any:
 __all__ = [
     "API_VERSION",
     "ARCHS", "CONVERTERS", "DATASETS", "LOSSES", "METRICS", "OPTIMIZERS", "READERS", "SCHEDULERS", "SHARING", "TASKS",
-    "ArchInfo", "CheckpointError", "DataError", "Entry", "NoSharing", "OptionError", "RecursiveSharing",
-    "Registry", "RestoreError", "Sample", "SharedRef", "SharingScheme", "Task",
-    "arch_info", "atomic_write_bytes", "build_network", "build_sharing", "call_with_options", "check_options",
-    "count_parameters", "decode_image", "list_files", "materialize", "mod_crop", "pad_to_multiple", "quantize_uint8",
+    "ArchInfo", "CheckpointError", "DataError", "Entry", "Field", "MetricSet", "NoSharing", "OptionError",
+    "RecursiveSharing", "Registry", "RestoreError", "Sample", "SharedRef", "SharingScheme", "Task",
+    "arch_info", "atomic_write_bytes", "build_network", "build_sharing", "build_task", "call_with_options",
+    "check_options", "count_parameters", "decode_image", "list_files", "load_model", "load_weights_into",
+    "materialize", "materialize_into", "mod_crop", "option_path", "pad_to_multiple", "plain_layer", "quantize_uint8",
     "read_array",
     "register_arch", "register_converter", "register_dataset", "register_loss", "register_metric", "register_reader",
-    "register_sharing", "register_task", "write_image",
+    "register_sharing", "register_task", "save_weights", "unshared_layers", "write_image",
 ]

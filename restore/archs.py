@@ -15,7 +15,7 @@ from torch import nn
 
 from restore.errors import OptionError
 from restore.registry import ARCHS
-from restore.validation import _signature, accepted_keys, check_options
+from restore.validation import _signature, accepted_keys, check_options, construct
 
 T = TypeVar("T")
 
@@ -110,7 +110,7 @@ def build_network(options: Mapping[str, Any], *, in_chans: int | None = None, ou
                   scale: int | None = None, path: str = "network_g") -> nn.Module:
     """Instantiate the arch named by ``options['type']`` and attach its resolved ArchInfo."""
     ctor, kwargs, info = network_kwargs(options, in_chans=in_chans, out_chans=out_chans, scale=scale, path=path)
-    net = ctor(**kwargs)
+    net = construct(ctor, kwargs, path)  # errors inside (e.g. from its sharing scheme) name their path
     net.restore_info = info
     return net
 

@@ -31,6 +31,13 @@ def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor]
                  extra: Mapping[str, str] | None = None) -> Path:
     """Write a state_dict as safetensors, atomically. `network` (the ``network_g`` options) and
     `task` (the ``task`` options) go into the metadata so the file alone rebuilds its model."""
+    return atomic_write_bytes(path, encode_weights(state_dict, network=network, task=task, extra=extra, path=path))
+
+
+def encode_weights(state_dict: Mapping[str, torch.Tensor], *, network: Mapping[str, Any] | None = None,
+                   task: Mapping[str, Any] | None = None, extra: Mapping[str, str] | None = None,
+                   path: str | os.PathLike = "weights") -> bytes:
+    """The bytes `save_weights` writes (so a caller can check them before anything is written)."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     metadata = {"format": FORMAT, **(extra or {})}
     if network is not None:
@@ -38,10 +45,9 @@ def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor]
     if task is not None:
         metadata[TASK_KEY] = json.dumps(dict(task))
     try:
-        data = st_save_bytes(tensors, metadata=metadata)
+        return st_save_bytes(tensors, metadata=metadata)
     except RuntimeError as exc:  # tensors sharing storage
         raise CheckpointError(f"cannot save {path}: {exc}") from None
-    return atomic_write_bytes(path, data)
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -15,18 +15,24 @@ layers an arch holds reference the owner without registering it again.
 An arch calls ``scheme.finalize()`` after requesting all its layers: schemes whose sizes depend
 on the whole network (a bank sized by a ratio of all slots, projections split into groups)
 allocate their parameters there.
+
+A scheme initialises what it creates; an arch's own initialisation touches only
+`unshared_layers(net)`. `materialize` turns a shared network into the plain one it computes
+(layers' ``as_plain_module()``, or generically the ``weight``/``bias`` a layer exposes), and
+`materialize_into` checks the result against the arch built with ``sharing: none``.
+CONTRIBUTING.md states the whole contract, with executed examples.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from restore.errors import OptionError
+from restore.errors import OptionError, RestoreError
 
 
 class SharedRef(nn.Module):
@@ -174,43 +180,165 @@ class RecursiveSharing(SharingScheme):
 SharingSpec = str | Mapping[str, Any] | SharingScheme | None
 
 
-def build_sharing(spec: SharingSpec, default: SharingSpec = "none") -> SharingScheme:
-    """A scheme from an option value: a name, ``{type: name, **kwargs}``, or a scheme instance."""
-    from restore.registry import SHARING
-    from restore.validation import call_with_options
+def build_sharing(spec: SharingSpec, default: SharingSpec = "none", path: str | None = None) -> SharingScheme:
+    """A scheme from an option value: a name, ``{type: name, **kwargs}``, or a scheme instance.
 
+    `path` is where the value sits in the option file, for error messages; by default the
+    ``sharing`` key of the block being built (``network_g.sharing`` inside `build_network`, and
+    when an arch is constructed directly). A
+    scheme that builds schemes from its own options (a composition) passes
+    ``option_path("rules.1.scheme")``. None means `default`.
+    """
+    from restore.registry import SHARING
+    from restore.validation import call_with_options, option_path
+
+    path = path or f"{option_path() or 'network_g'}.sharing"
     if spec is None:
         spec = default
     if isinstance(spec, SharingScheme):
         return spec
     if isinstance(spec, str):
         spec = {"type": spec}
+    if not isinstance(spec, Mapping):
+        raise OptionError(f"{path}: expected a scheme name or {{type: name, ...}}, got {spec!r}.")
     options = dict(spec)
     if "type" not in options:
-        raise OptionError(f"sharing: missing 'type' (one of {', '.join(SHARING.names())})")
-    scheme_cls = SHARING.get(options.pop("type"), "network_g.sharing.type")
-    return call_with_options(scheme_cls, options, path="network_g.sharing")
+        raise OptionError(f"{path}: missing 'type' (one of {', '.join(SHARING.names())}).")
+    scheme_cls = SHARING.get(options.pop("type"), f"{path}.type")
+    return call_with_options(scheme_cls, options, path)
 
 
-def _replace_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
+# -- the arch's own initialisation ----------------------------------------------------------------
+
+
+def unshared_layers(net: nn.Module, types: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
+                    ) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) of the layers an arch's own initialisation may touch: modules of exactly
+    `types` that no sharing scheme owns.
+
+    A scheme initialises everything it creates (its shared tensors, the per-layer parameters of
+    the layers it hands out); an arch re-initialising those would silently change the scheme.
+    What the arch may initialise is what it built itself, plus the plain layers ``none`` hands
+    out (the unshared network), so that the baseline keeps the arch's published initialisation.
+    """
+    def walk(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
+        for name, child in module.named_children():
+            if isinstance(child, SharingScheme):
+                continue
+            full = f"{prefix}{name}"
+            if type(child) in types:
+                yield full, child
+            yield from walk(child, f"{full}.")
+
+    yield from walk(net, "")
+
+
+# -- materialisation: the plain network a shared one computes -------------------------------------
+
+
+def _computed_weight(layer: nn.Module) -> torch.Tensor | None:
+    """The weight `layer` computes (a `weight` attribute that is not a parameter or buffer of its own).
+
+    torch's own conv/linear layers are never rewritten, whatever computes their weight
+    (parametrizations, weight norm): the unshared network has them too."""
+    if isinstance(layer, (nn.modules.conv._ConvNd, nn.Linear)):
+        return None
+    weight = getattr(layer, "weight", None)
+    if not isinstance(weight, torch.Tensor) or "weight" in layer._parameters or "weight" in layer._buffers:
+        return None
+    return weight
+
+
+def plain_layer(layer: nn.Module) -> nn.Module | None:
+    """An independent plain module computing what `layer` computes, or None if it cannot be made.
+
+    A layer's own ``as_plain_module()`` comes first. Otherwise a layer that exposes the ``weight``
+    (and ``bias``) it computes, like an ordinary conv or linear layer, becomes an ``nn.Conv2d``
+    (4-D weight; ``stride``, ``padding``, ``dilation``, ``groups``, ``padding_mode`` read from the
+    layer, with nn.Conv2d's defaults) or an ``nn.Linear`` (2-D weight) holding those values.
+    """
+    if hasattr(layer, "as_plain_module"):
+        return layer.as_plain_module()
+    weight = _computed_weight(layer)
+    if weight is None or weight.dim() not in (2, 4):
+        return None
+    bias = getattr(layer, "bias", None)
+    bias = bias if isinstance(bias, torch.Tensor) else None
+    if weight.dim() == 2:
+        plain: nn.Module = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    else:
+        groups = int(getattr(layer, "groups", 1))
+        plain = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]),
+                          stride=getattr(layer, "stride", 1), padding=getattr(layer, "padding", 0),
+                          dilation=getattr(layer, "dilation", 1), groups=groups,
+                          padding_mode=getattr(layer, "padding_mode", "zeros"), bias=bias is not None)
+    plain = plain.to(device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        plain.weight.copy_(weight)
+        if bias is not None:
+            plain.bias.copy_(bias)
+    return plain
+
+
+def _is_plain(module: nn.Module) -> bool:
+    return _computed_weight(module) is None and not hasattr(module, "as_plain_module")
 
 
 def materialize(net: nn.Module) -> nn.Module:
     """A copy of `net` in which every shared layer is replaced by an independent plain layer.
 
-    The copy has the module paths and parameter names the same arch has with ``sharing: none``,
-    so its state_dict loads into that network and its outputs match the shared one.
+    Layers are replaced through `plain_layer` and every sharing scheme by a finalised ``none``, so
+    the copy has the module paths and parameter names the same arch has with ``sharing: none``.
+    `materialize_into` checks that it does.
     """
     plain = copy.deepcopy(net)
-    with torch.no_grad():
-        for name, module in list(plain.named_modules()):
-            if name and hasattr(module, "as_plain_module"):
-                _replace_submodule(plain, name, module.as_plain_module())
-        for name, module in list(plain.named_modules()):
-            if name and isinstance(module, SharingScheme):
-                replacement = NoSharing()
+
+    def walk(module: nn.Module) -> None:
+        for name, child in list(module.named_children()):
+            if isinstance(child, SharingScheme):
+                replacement: nn.Module | None = NoSharing()
                 replacement.finalize()
-                _replace_submodule(plain, name, replacement)
+            elif _is_plain(child):
+                walk(child)
+                continue
+            else:
+                replacement = plain_layer(child)
+                if replacement is None:  # left as it is; materialize_into names it
+                    walk(child)
+                    continue
+            setattr(module, name, replacement)
+
+    with torch.no_grad():
+        walk(plain)
     return plain
+
+
+def materialize_into(net: nn.Module, plain_net: nn.Module) -> None:
+    """Load the materialised weights of `net` into `plain_net`, the same arch built with
+    ``sharing: none``, requiring every tensor to match by name and shape.
+
+    Raises a RestoreError naming each layer that could not be materialised (one without
+    ``as_plain_module()`` or a computed ``weight``) or that does not fit.
+    """
+    state = materialize(net).state_dict()
+    expected = plain_net.state_dict()
+    bad = [k for k, v in expected.items() if k not in state or state[k].shape != v.shape]
+    bad += [k for k in state if k not in expected]
+    if bad:
+        layers = list(dict.fromkeys(k.rpartition(".")[0] for k in bad))
+        named = ", ".join(f"'{name}' ({_type_at(net, name)})" for name in layers[:5])
+        more = f" and {len(layers) - 5} more" if len(layers) > 5 else ""
+        raise RestoreError(
+            f"cannot materialise {type(net).__name__}: layer(s) {named}{more} do not become the layers of the "
+            "network with `sharing: none`. A layer handed out by a sharing scheme is exported through its "
+            "as_plain_module(), or as an ordinary conv/linear when it exposes the `weight` (and `bias`) it "
+            "computes; see CONTRIBUTING.md, 'Materialisation'."
+        )
+    plain_net.load_state_dict(state, strict=True)
+
+
+def _type_at(net: nn.Module, name: str) -> str:
+    try:
+        return type(net.get_submodule(name)).__name__
+    except AttributeError:
+        return "not in the shared network"

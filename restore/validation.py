@@ -3,37 +3,154 @@
 Plugin option blocks (``network_g``, ``task``, ``pixel_opt``, metrics, sharing, ...) are validated
 by the same machinery as the core's: unknown keys are named with their full path and the closest
 known key, missing required keys are named, and values are coerced to annotated types.
+
+Annotations are read as an option file means them: ``true`` is not a number (Python's bools are
+ints, YAML's are not), an ``int`` takes ``5e5`` but not ``2.5``, constraints written
+``Annotated[int, Field(ge=1)]`` are enforced, and ``Iterable[int]`` (torch's ``milestones``) is
+checked element by element as a list. A value the target's constructor itself refuses
+(``Adam(lr=-1)``) becomes an `OptionError` naming the block.
 """
 
 from __future__ import annotations
 
+import collections.abc as abc
+import contextlib
+import contextvars
 import inspect
-from collections.abc import Callable, Mapping
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
-from typing import Any
+from typing import Annotated, Any, Union
 
-from pydantic import ConfigDict, PydanticUserError, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, ConfigDict, PydanticUserError, TypeAdapter, ValidationError
 
-from restore.errors import OptionError, did_you_mean
+from restore.errors import OptionError, RestoreError, did_you_mean
+
+# Keys whose null value (`sharing: ~`) means "as if not given": the constructor's default, not None.
+NULL_MEANS_DEFAULT = frozenset({"sharing"})
+
+# The option path of the block whose target is being constructed (see `option_path`).
+_building: contextvars.ContextVar[str | None] = contextvars.ContextVar("_building", default=None)
+
+
+def option_path(key: str | None = None) -> str:
+    """The option path of the block being built right now, optionally joined with `key`.
+
+    While `call_with_options` (or `build_network`) constructs a target, this is the block's path
+    (``network_g``, ``network_g.sharing``, ``network_g.sharing.rules.1.scheme``), so code running
+    inside a constructor names its options in errors without hard-coding where the block sits.
+    Outside any construction it is `key` alone.
+    """
+    current = _building.get()
+    if key is None:
+        return current or ""
+    return f"{current}.{key}" if current else key
+
+
+@contextlib.contextmanager
+def building(path: str) -> Iterator[None]:
+    """Mark `path` as the block whose target is being constructed (for `option_path`)."""
+    token = _building.set(path)
+    try:
+        yield
+    finally:
+        _building.reset(token)
+
+
+# Names annotations commonly use without importing them at run time (`if TYPE_CHECKING:` imports,
+# e.g. torch's ``milestones: Iterable[int]``).
+_TYPING_NAMES = {name: getattr(typing, name) for name in typing.__all__} | {
+    name: getattr(abc, name) for name in abc.__all__}
 
 
 @cache
 def _signature(target: Callable[..., Any]) -> inspect.Signature:
     func = target.__init__ if inspect.isclass(target) else target
-    try:
-        sig = inspect.signature(func, eval_str=True)
-    except Exception:  # unresolvable annotations: validate names only
-        sig = inspect.signature(func)
-    params = [p for p in sig.parameters.values() if p.name not in ("self", "cls")]
+    sig = inspect.signature(func)
+    params = [p.replace(annotation=_resolve(p.annotation, func)) for p in sig.parameters.values()
+              if p.name not in ("self", "cls")]
     return sig.replace(parameters=params)
+
+
+def _resolve(annotation: Any, func: Callable[..., Any]) -> Any:
+    """A string annotation evaluated in `func`'s module (typing names as a fallback); unresolvable
+    ones are dropped, so that parameter is checked by name only."""
+    if not isinstance(annotation, str):
+        return annotation
+    namespace = getattr(inspect.unwrap(func), "__globals__", {})
+    try:
+        return eval(annotation, _TYPING_NAMES, dict(namespace))  # noqa: S307 - annotations of registered code
+    except Exception:
+        return inspect.Parameter.empty
+
+
+def _refuse_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("true/false is not a number")
+    return value
+
+
+_NUMBER = {int: Annotated[int, BeforeValidator(_refuse_bool)], float: Annotated[float, BeforeValidator(_refuse_bool)]}
+# Abstract containers pydantic validates lazily (a generator wrapper that checks nothing until
+# iterated): options are data, so they are validated eagerly as lists.
+_LAZY = {abc.Iterable, abc.Iterator, abc.Collection, abc.Generator}
+
+
+def _as_option_type(annotation: Any) -> Any:
+    """`annotation` rewritten for option values: numbers refuse bools, lazy iterables become lists."""
+    if annotation in _NUMBER:
+        return _NUMBER[annotation]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is None or not args:
+        return list if annotation in _LAZY or origin in _LAZY else annotation
+    if origin is Annotated:
+        return Annotated[(_as_option_type(args[0]), *annotation.__metadata__)]
+    if origin in (Union, types.UnionType):
+        return Union[tuple(_as_option_type(a) for a in args)]  # noqa: UP007 - built from a tuple
+    if origin is typing.Literal or origin in (abc.Callable, type):
+        return annotation
+    converted = tuple(a if a is Ellipsis else _as_option_type(a) for a in args)
+    if origin in _LAZY:
+        return list[converted[0]]
+    try:
+        return origin[converted]
+    except TypeError:  # an origin that cannot be subscripted again: validate as written
+        return annotation
 
 
 @cache
 def _adapter(annotation: Any) -> TypeAdapter | None:
     try:
-        return TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
+        return TypeAdapter(_as_option_type(annotation), config=ConfigDict(arbitrary_types_allowed=True))
     except Exception:
         return None
+
+
+def _type_text(annotation: Any) -> str:
+    """`annotation` as a reader writes it: ``int``, ``int >= 1``, ``list[int]``, ``str | None``."""
+    if typing.get_origin(annotation) is Annotated:
+        bounds = [_bound_text(m) for m in annotation.__metadata__ for m in getattr(m, "metadata", [m])]
+        bounds_text = " and ".join(b for b in bounds if b)
+        return f"{_type_text(typing.get_args(annotation)[0])} {bounds_text}".rstrip()
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return " | ".join(_type_text(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "None"
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "").replace("collections.abc.", "").replace("NoneType", "None")
+
+
+_BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def _bound_text(constraint: Any) -> str | None:
+    """``>= 1`` for pydantic's/annotated-types' Ge(1) and friends; None for other metadata."""
+    for attr, op in _BOUNDS.items():
+        if type(constraint).__name__.lower() == attr and hasattr(constraint, attr):
+            return f"{op} {getattr(constraint, attr)}"
+    return None
 
 
 def accepted_keys(target: Callable[..., Any]) -> tuple[list[str], bool]:
@@ -71,7 +188,10 @@ def check_options(
                 f"{path}.{key}: unknown option for {name}.{did_you_mean(key, [*settable, *sibling_keys])} "
                 f"Accepted options: {', '.join([*sibling_keys, *settable]) or '(none)'}."
             )
-        out[key] = _coerce(sig.parameters[key], value, f"{path}.{key}")
+        param = sig.parameters[key]
+        if value is None and key in NULL_MEANS_DEFAULT and param.default is not param.empty:
+            continue
+        out[key] = _coerce(param, value, f"{path}.{key}")
     supplied = set(out) | set(provided or {})
     missing = [
         p.name
@@ -94,15 +214,51 @@ def _coerce(param: inspect.Parameter, value: Any, path: str) -> Any:
     except PydanticUserError:  # annotation pydantic cannot build a validator for: accept as given
         return value
     except ValidationError as exc:
-        first = exc.errors()[0]
-        expected = getattr(param.annotation, "__name__", None) or str(param.annotation).replace("typing.", "")
-        raise OptionError(f"{path}: expected {expected}, got {value!r} ({first['msg']}).") from None
+        raise OptionError(_validation_message(exc, param.annotation, value, path)) from None
     # Keep plain data (e.g. "2e-4" -> 0.0002, [1, 2] -> (1, 2)); pydantic turns some annotations
-    # (Iterable, Callable) into lazy wrappers the target does not expect.
+    # (Callable, arbitrary classes) into wrappers the target does not expect.
     return coerced if isinstance(coerced, (int, float, str, tuple, list, dict)) else value
 
 
+def _validation_message(exc: ValidationError, annotation: Any, value: Any, path: str) -> str:
+    errors = exc.errors()
+    expected = _type_text(annotation)
+    if len(errors) == 1:  # one reason: name the element it concerns (``milestones.0``)
+        error = errors[0]
+        msg = error["msg"].removeprefix("Value error, ")
+        msg = msg[:1].lower() + msg[1:]
+        if error["loc"]:
+            where = "".join(f".{part}" for part in error["loc"])
+            return f"{path}{where}: {msg}, got {error['input']!r} ({path} is {expected})."
+        return f"{path}: expected {expected}, got {value!r} ({msg})."
+    reasons = "; ".join(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errors))
+    return f"{path}: expected {expected}, got {value!r} ({reasons})."
+
+
 def call_with_options(target: Callable[..., Any], options: Mapping[str, Any], path: str, **provided: Any) -> Any:
-    """Validate `options` for `target`, then call it with them plus `provided`."""
+    """Validate `options` for `target`, then call it with them plus `provided`.
+
+    A ValueError, TypeError or AssertionError raised by the call (``Adam(lr=-1)``: "Invalid
+    learning rate") becomes an OptionError naming `path` and the target's own message.
+    """
     kwargs = check_options(target, options, path, provided)
-    return target(**kwargs, **provided)
+    return construct(target, kwargs, path, **provided)
+
+
+def construct(target: Callable[..., Any], kwargs: Mapping[str, Any], path: str, **provided: Any) -> Any:
+    """Call `target` with already checked `kwargs` as the block at `path` (see `call_with_options`)."""
+    try:
+        with building(path):
+            return target(**kwargs, **provided)
+    except RestoreError:
+        raise
+    except (ValueError, TypeError, AssertionError) as exc:
+        name = getattr(target, "__name__", type(target).__name__)
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        given = ", ".join(f"{k}={_short_repr(v)}" for k, v in kwargs.items())
+        raise OptionError(f"{path}: {name} refused its options ({given or 'none given'}): {reason}") from exc
+
+
+def _short_repr(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -16,14 +16,15 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from restore.api import OptionError, SharingScheme, register_sharing
+from restore.api import OptionError, SharingScheme, option_path, register_sharing
 from restore_ps.layers import Partition, PSConv2d, bank_shape, coefficient_rows
 
 BankInit = Literal["auto", "kaiming_normal", "normal"]
 
 
-def parse_ratio(value: float | str, path: str = "network_g.sharing.ratio") -> Fraction:
+def parse_ratio(value: float | str, path: str | None = None) -> Fraction:
     """gamma from ``0.75``, ``"3/4"`` or ``"0.75"``; must be positive."""
+    path = path or option_path("ratio")
     try:
         ratio = Fraction(value) if isinstance(value, str) else Fraction(value).limit_denominator(10_000)
     except (ValueError, ZeroDivisionError):
@@ -58,9 +59,9 @@ class PartialFilterSharing(SharingScheme):
                  cache_kernels: bool = True) -> None:
         super().__init__()
         if num_partial_filters is not None and ratio is not None:
-            raise OptionError("network_g.sharing: give either num_partial_filters or ratio, not both.")
+            raise OptionError(f"{option_path()}: give either num_partial_filters or ratio, not both.")
         if num_partial_filters is not None and num_partial_filters < 1:
-            raise OptionError(f"network_g.sharing.num_partial_filters: must be >= 1, got {num_partial_filters}.")
+            raise OptionError(f"{option_path('num_partial_filters')}: must be >= 1, got {num_partial_filters}.")
         self.num_partial_filters = num_partial_filters
         self.ratio = None if ratio is None else parse_ratio(ratio)
         self.partition = partition
