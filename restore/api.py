@@ -62,7 +62,7 @@ from restore.sharing import (
     unshared_layers,
 )
 from restore.tasks import Sample, Task, mod_crop, quantize_uint8, register_task
-from restore.validation import call_with_options, check_options, option_path
+from restore.validation import call_with_options, check_options, option_path, types_from_defaults
 
 API_VERSION = "1.0"
 
@@ -115,5 +115,5 @@ __all__ = [
     "materialize", "materialize_into", "mod_crop", "option_path", "pad_to_multiple", "plain_layer", "quantize_uint8",
     "read_array",
     "register_arch", "register_converter", "register_dataset", "register_loss", "register_metric", "register_reader",
-    "register_sharing", "register_task", "save_weights", "unshared_layers", "write_image",
+    "register_sharing", "register_task", "types_from_defaults", "save_weights", "unshared_layers", "write_image",
 ]

@@ -48,9 +48,12 @@ class ArchInfo:
 
 
 def register_arch(obj: T | None = None, *, name: str | None = None, aliases: tuple[str, ...] = (),
-                  info: ArchInfo | None = None) -> Any:
-    """Register a network class or factory function in the arch registry, with its ArchInfo."""
-    return ARCHS.register(obj, name=name, aliases=aliases, info=info or ArchInfo())
+                  info: ArchInfo | None = None, option_types: Mapping[str, Any] | None = None) -> Any:
+    """Register a network class or factory function in the arch registry, with its ArchInfo.
+
+    `option_types` annotate constructor parameters the arch leaves unannotated (e.g.
+    ``{"num_block": Annotated[int, Field(ge=0)]}``), so option files are checked as for annotated archs."""
+    return ARCHS.register(obj, name=name, aliases=aliases, info=info or ArchInfo(), option_types=option_types)
 
 
 def arch_info(net: nn.Module) -> ArchInfo:
@@ -98,7 +101,7 @@ def network_kwargs(options: Mapping[str, Any], *, in_chans: int | None, out_chan
                 f"remove {path}.{arg} or change the task."
             )
         injected[arg] = value
-    kwargs = check_options(ctor, {**injected, **options}, path)
+    kwargs = check_options(ctor, {**injected, **options}, path, option_types=entry.meta.get("option_types"))
     if isinstance(info.size_multiple, str):
         default = _signature(ctor).parameters.get(info.size_multiple)
         multiple = kwargs.get(info.size_multiple, default.default if default is not None else 1)

@@ -17,7 +17,7 @@ from torch import nn
 from restore.archs import build_network, split_type
 from restore.checkpoint import check_finite, load_weights, safe_torch_load, strip_prefix
 from restore.errors import CheckpointError
-from restore.registry import CONVERTERS, DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS, TASKS
+from restore.registry import CONVERTERS, DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS, TASKS, Registry
 from restore.tasks import Task
 from restore.validation import call_with_options
 
@@ -133,9 +133,18 @@ def model_from_checkpoint(path: str | Path, task_options: Mapping[str, Any] | No
     return net, task
 
 
-def build_loss(block: Mapping[str, Any], path: str = "train.pixel_opt") -> nn.Module:
+def build_registered(registry: Registry, block: Mapping[str, Any], path: str, *, defaults: Mapping[str, Any] = (),
+                     **provided: Any) -> Any:
+    """The object a ``{type: name, ...}`` block names in `registry`, with its options checked (also
+    against the entry's ``option_types``); `defaults` fill keys the block leaves out."""
     name, options = split_type(block, path)
-    return call_with_options(LOSSES.get(name, f"{path}.type"), options, path)
+    entry = registry.entry(name, f"{path}.type")
+    return call_with_options(entry.obj, {**dict(defaults), **options}, path,
+                             option_types=entry.meta.get("option_types"), **provided)
+
+
+def build_loss(block: Mapping[str, Any], path: str = "train.pixel_opt") -> nn.Module:
+    return build_registered(LOSSES, block, path)
 
 
 def build_optimizer(block: Mapping[str, Any], params: list[nn.Parameter], path: str = "train.optim_g",
@@ -143,21 +152,22 @@ def build_optimizer(block: Mapping[str, Any], params: list[nn.Parameter], path: 
     """The optimizer of `block`. On CUDA, optimizers that offer a fused kernel (Adam, AdamW, SGD)
     use it unless the block chooses ``fused``/``foreach`` itself: one kernel per step instead of
     one per parameter group."""
-    name, options = split_type(block, path)
-    optimizer_cls = OPTIMIZERS.get(name, f"{path}.type")
+    name, _ = split_type(block, path)
     on_cuda = torch.device(device).type == "cuda" if device is not None else False
-    if on_cuda and "fused" in _params(optimizer_cls) and not {"fused", "foreach"} & set(options):
-        options["fused"] = True
-    return call_with_options(optimizer_cls, options, path, params=params)
+    chosen = {"fused", "foreach"} & set(block)
+    fused = on_cuda and not chosen and "fused" in _params(OPTIMIZERS.get(name, f"{path}.type"))
+    return build_registered(OPTIMIZERS, block, path, defaults={"fused": True} if fused else {}, params=params)
 
 
 def build_scheduler(block: Mapping[str, Any] | None, optimizer: torch.optim.Optimizer,
                     path: str = "train.scheduler") -> Any:
-    """The LR scheduler, stepped once per optimizer update (iteration-based, like BasicSR)."""
+    """The LR scheduler, stepped once per optimizer update (iteration-based, like BasicSR). Its position
+    (``last_epoch``) is not an option: training states restore it."""
     if block is None:
         return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    name, options = split_type(block, path)
-    return call_with_options(SCHEDULERS.get(name, f"{path}.type"), options, path, optimizer=optimizer)
+    name, _ = split_type(block, path)
+    provided = {"last_epoch": -1} if "last_epoch" in _params(SCHEDULERS.get(name, f"{path}.type")) else {}
+    return build_registered(SCHEDULERS, block, path, optimizer=optimizer, **provided)
 
 
 def build_dataset(block: Any, task: Task, phase_key: str, seed: int) -> Any:

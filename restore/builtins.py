@@ -4,6 +4,8 @@ paired dataset and the identity baseline."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
@@ -13,6 +15,7 @@ from restore.api import (
     OPTIMIZERS,
     SCHEDULERS,
     ArchInfo,
+    Field,
     NoSharing,
     RecursiveSharing,
     register_arch,
@@ -26,15 +29,21 @@ register_sharing(RecursiveSharing)
 for _optimizer in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.RMSprop):
     OPTIMIZERS.register(_optimizer)
 
-for _scheduler in (
-    torch.optim.lr_scheduler.MultiStepLR,
-    torch.optim.lr_scheduler.StepLR,
-    torch.optim.lr_scheduler.CosineAnnealingLR,
-    torch.optim.lr_scheduler.ExponentialLR,
-    torch.optim.lr_scheduler.ConstantLR,
-    torch.optim.lr_scheduler.LinearLR,
+# torch annotates these as plain int/float; the ranges that keep a learning rate positive and finite:
+_POSITIVE = Annotated[float, Field(gt=0)]
+_COUNT = Annotated[int, Field(ge=0)]
+_FRACTION = Annotated[float, Field(ge=0, le=1)]
+_lr = torch.optim.lr_scheduler
+for _scheduler, _types in (
+    (_lr.MultiStepLR, {"milestones": list[_COUNT], "gamma": _POSITIVE}),
+    (_lr.StepLR, {"step_size": Annotated[int, Field(ge=1)], "gamma": _POSITIVE}),
+    (_lr.CosineAnnealingLR, {"T_max": Annotated[int, Field(ge=1)], "eta_min": Annotated[float, Field(ge=0)]}),
+    (_lr.ExponentialLR, {"gamma": _POSITIVE}),
+    (_lr.ConstantLR, {"factor": _FRACTION, "total_iters": _COUNT}),
+    (_lr.LinearLR, {"start_factor": Annotated[float, Field(gt=0, le=1)], "end_factor": _FRACTION,
+                    "total_iters": _COUNT}),
 ):
-    SCHEDULERS.register(_scheduler)
+    SCHEDULERS.register(_scheduler, option_types=_types)
 
 
 @register_arch(info=ArchInfo())

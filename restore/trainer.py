@@ -175,9 +175,8 @@ def _check_serves_scale(net: nn.Module, info: ArchInfo, task: Task, scale: int, 
     except RestoreError as exc:
         raise OptionError(f"network_g: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - the arch's own error, reported with the scale it failed at
-        raise OptionError(f"network_g: {_network_name(net)} fails at scale {scale} ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}); check task.scale and the network's "
-                          "scale options (scale/upscale/scales).") from None
+        raise OptionError(f"network_g: {_network_name(net)} fails at scale {scale} ({_first_line(exc)}); check "
+                          "task.scale and the network's scale options (scale/upscale/scales).") from None
     finally:
         net.train(was_training)
     out = out[-1] if isinstance(out, (list, tuple)) else out
@@ -187,6 +186,11 @@ def _check_serves_scale(net: nn.Module, info: ArchInfo, task: Task, scale: int, 
                           f"{out.shape[-1]}x{out.shape[-2]} with {out.shape[1]} channel(s), but scale {scale} needs "
                           f"{side * scale}x{side * scale} with {task.out_chans}; check task.scale and the network's "
                           "scale options.")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 @torch.no_grad()
@@ -201,7 +205,14 @@ def _check_first_sample(net: nn.Module, info: ArchInfo, train_set: Any, loss_fn:
     try:
         for scale in scales:
             batch = batch_to_device(default_collate([train_set[SampleKey(0, 0, scale)]]), device)
-            output = call_network(net, batch["lq"], scale=int(batch["scale"][0]), info=info, guide=batch.get("guide"))
+            try:
+                output = call_network(net, batch["lq"], scale=int(batch["scale"][0]), info=info,
+                                      guide=batch.get("guide"))
+            except RestoreError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the arch's own failure, named with the block
+                raise OptionError(f"network_g: {_network_name(net)} fails on the first training patch "
+                                  f"({list(batch['lq'].shape[1:])}): {_first_line(exc)}.") from None
             output = output[-1] if isinstance(output, (list, tuple)) else output
             if output.shape != batch["gt"].shape:
                 raise OptionError(
@@ -209,7 +220,11 @@ def _check_first_sample(net: nn.Module, info: ArchInfo, train_set: Any, loss_fn:
                     f"{list(output.shape[1:])}, but its GT patch is {list(batch['gt'].shape[1:])}; check task.scale, "
                     "the network's scale options and datasets.train.gt_size/lq_size."
                 )
-            loss = loss_fn(output, batch["gt"])
+            try:
+                loss = loss_fn(output, batch["gt"])
+            except Exception as exc:  # noqa: BLE001
+                raise OptionError(f"train.pixel_opt: the loss fails on the first training patch: "
+                                  f"{_first_line(exc)}.") from None
             if not torch.isfinite(loss):
                 raise RestoreError(f"the loss of the first training sample is {loss.item()} before any update; "
                                    f"check the data ({options.datasets['train'].dataset_kwargs().get('dataroot_gt')}) "

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from typing import Annotated, Any, Union
 
-from pydantic import BeforeValidator, ConfigDict, PydanticUserError, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, PydanticUserError, TypeAdapter, ValidationError
 
 from restore.errors import OptionError, RestoreError, did_you_mean
 
@@ -91,7 +91,9 @@ def _refuse_bool(value: Any) -> Any:
     return value
 
 
-_NUMBER = {int: Annotated[int, BeforeValidator(_refuse_bool)], float: Annotated[float, BeforeValidator(_refuse_bool)]}
+# Non-finite floats are refused too: no option means NaN, and an infinite rate or factor only diverges.
+_NUMBER = {int: Annotated[int, BeforeValidator(_refuse_bool)],
+           float: Annotated[float, BeforeValidator(_refuse_bool), Field(allow_inf_nan=False)]}
 # Abstract containers pydantic validates lazily (a generator wrapper that checks nothing until
 # iterated): options are data, so they are validated eagerly as lists.
 _LAZY = {abc.Iterable, abc.Iterator, abc.Collection, abc.Generator}
@@ -153,6 +155,28 @@ def _bound_text(constraint: Any) -> str | None:
     return None
 
 
+def types_from_defaults(target: Callable[..., Any]) -> dict[str, Any]:
+    """Option types for the unannotated parameters of code we register but do not own, read off their
+    defaults: a non-negative int default makes a non-negative int, a float a finite float, a flag a
+    bool, a tuple/list a list, a string a string (pass the result as ``option_types``)."""
+    types: dict[str, Any] = {}
+    for name, param in inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters.items():
+        default = param.default
+        if param.annotation is not param.empty or default is param.empty or default is None:
+            continue
+        if isinstance(default, bool):
+            types[name] = bool
+        elif isinstance(default, int) and default >= 0:
+            types[name] = Annotated[int, Field(ge=0)]
+        elif isinstance(default, float):
+            types[name] = float  # finite: see _NUMBER
+        elif isinstance(default, (tuple, list)):
+            types[name] = list
+        elif isinstance(default, str):
+            types[name] = str
+    return types
+
+
 def accepted_keys(target: Callable[..., Any]) -> tuple[list[str], bool]:
     """Names `target` accepts as keywords, and whether it also takes ``**kwargs``."""
     sig = _signature(target)
@@ -167,12 +191,15 @@ def check_options(
     path: str,
     provided: Mapping[str, Any] | None = None,
     sibling_keys: tuple[str, ...] = (),
+    option_types: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validate `options` as keyword arguments of `target`; return them coerced to annotated types.
 
     `provided` are keywords the caller supplies itself (not from the option file); they count as
     present for the required-key check and are not accepted from the file. `sibling_keys` are other
     valid keys of the same block (handled by the caller), offered as suggestions for typos.
+    `option_types` annotate parameters of code we register but do not own (torch's schedulers,
+    basicsr's archs) more precisely than its own signature does; they take precedence.
     """
     sig = _signature(target)
     names, open_ended = accepted_keys(target)
@@ -189,6 +216,8 @@ def check_options(
                 f"Accepted options: {', '.join([*sibling_keys, *settable]) or '(none)'}."
             )
         param = sig.parameters[key]
+        if option_types and key in option_types:
+            param = param.replace(annotation=option_types[key])
         if value is None and key in NULL_MEANS_DEFAULT and param.default is not param.empty:
             continue
         out[key] = _coerce(param, value, f"{path}.{key}")
@@ -222,26 +251,31 @@ def _coerce(param: inspect.Parameter, value: Any, path: str) -> Any:
 
 def _validation_message(exc: ValidationError, annotation: Any, value: Any, path: str) -> str:
     errors = exc.errors()
+    # `float | Tensor`: "not an instance of Tensor" says nothing an option file can act on
+    errors = [e for e in errors if e["type"] != "is_instance_of"] or errors
     expected = _type_text(annotation)
     if len(errors) == 1:  # one reason: name the element it concerns (``milestones.0``)
         error = errors[0]
         msg = error["msg"].removeprefix("Value error, ")
         msg = msg[:1].lower() + msg[1:]
-        if error["loc"]:
-            where = "".join(f".{part}" for part in error["loc"])
+        # union members appear in `loc` as validator descriptions: keep the keys and indices only
+        loc = [part for part in error["loc"] if isinstance(part, int) or str(part).isidentifier()]
+        if loc:
+            where = "".join(f".{part}" for part in loc)
             return f"{path}{where}: {msg}, got {error['input']!r} ({path} is {expected})."
         return f"{path}: expected {expected}, got {value!r} ({msg})."
     reasons = "; ".join(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errors))
     return f"{path}: expected {expected}, got {value!r} ({reasons})."
 
 
-def call_with_options(target: Callable[..., Any], options: Mapping[str, Any], path: str, **provided: Any) -> Any:
+def call_with_options(target: Callable[..., Any], options: Mapping[str, Any], path: str, *,
+                      option_types: Mapping[str, Any] | None = None, **provided: Any) -> Any:
     """Validate `options` for `target`, then call it with them plus `provided`.
 
-    A ValueError, TypeError or AssertionError raised by the call (``Adam(lr=-1)``: "Invalid
+    A ValueError, TypeError, AssertionError or RuntimeError raised by the call (``Adam(lr=-1)``: "Invalid
     learning rate") becomes an OptionError naming `path` and the target's own message.
     """
-    kwargs = check_options(target, options, path, provided)
+    kwargs = check_options(target, options, path, provided, option_types=option_types)
     return construct(target, kwargs, path, **provided)
 
 
@@ -252,7 +286,7 @@ def construct(target: Callable[..., Any], kwargs: Mapping[str, Any], path: str, 
             return target(**kwargs, **provided)
     except RestoreError:
         raise
-    except (ValueError, TypeError, AssertionError) as exc:
+    except (ValueError, TypeError, AssertionError, RuntimeError) as exc:  # RuntimeError: torch's own refusals
         name = getattr(target, "__name__", type(target).__name__)
         reason = " ".join(str(exc).split()) or type(exc).__name__
         given = ", ".join(f"{k}={_short_repr(v)}" for k, v in kwargs.items())

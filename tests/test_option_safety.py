@@ -201,7 +201,7 @@ def _option_paths() -> list[str]:
     blocks = {"network_g": ARCHS.get("MSRResNet"), "task": TASKS.get("sisr"),
               "datasets.train": DATASETS.get("PairedImageDataset"), "train.optim_g": OPTIMIZERS.get("Adam"),
               "train.scheduler": SCHEDULERS.get("MultiStepLR"), "train.pixel_opt": LOSSES.get("L1Loss")}
-    internal = {"task", "phase", "seed", "params", "optimizer", "self"}
+    internal = {"task", "phase", "seed", "params", "optimizer", "self", "last_epoch"}  # the core passes these
     for prefix, target in blocks.items():
         paths += [f"{prefix}.{k}" for k in accepted_keys(target)[0] if k not in internal]
     return sorted(set(p for p in paths if not p.endswith(("optim_g", "scheduler", "pixel_opt"))))

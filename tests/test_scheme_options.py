@@ -84,13 +84,14 @@ def test_null_sharing_is_the_arch_default_scheme_not_none():
 
 def test_values_the_constructor_refuses_become_option_errors_naming_the_block():
     params = [torch.nn.Parameter(torch.zeros(2))]
-    for lr in (-1, float("nan")):
-        with pytest.raises(OptionError, match=r"^train\.optim_g: Adam refused its options \(lr=.*\): Invalid learning"):
-            build_optimizer({"type": "Adam", "lr": lr}, params)
+    with pytest.raises(OptionError, match=r"^train\.optim_g: Adam refused its options \(lr=.*\): Invalid learning"):
+        build_optimizer({"type": "Adam", "lr": -1}, params)
+    with pytest.raises(OptionError, match=r"^train\.optim_g\.lr: .*finite number"):  # refused before Adam sees it
+        build_optimizer({"type": "Adam", "lr": float("nan")}, params)
     optimizer = build_optimizer({"type": "Adam", "lr": 1e-3}, params)
     with pytest.raises(OptionError, match=r"^train\.scheduler\.milestones\.0: input should be a valid integer"):
         build_scheduler({"type": "MultiStepLR", "milestones": ["a"]}, optimizer)
-    with pytest.raises(OptionError, match=r"^train\.scheduler\.gamma: expected float, got True"):
+    with pytest.raises(OptionError, match=r"^train\.scheduler\.gamma: expected float > 0, got True"):
         build_scheduler({"type": "MultiStepLR", "milestones": [2], "gamma": True}, optimizer)
     scheduler = build_scheduler({"type": "MultiStepLR", "milestones": [5e5]}, optimizer)
     assert list(scheduler.milestones) == [500_000]
@@ -98,7 +99,7 @@ def test_values_the_constructor_refuses_become_option_errors_naming_the_block():
 
 @pytest.mark.parametrize("override, message", [
     ("train.optim_g.lr=-1", "train.optim_g: Adam refused its options (lr=-1.0): Invalid learning rate: -1.0"),
-    ("train.optim_g.lr=.nan", "train.optim_g: Adam refused its options (lr=nan): Invalid learning rate: nan"),
+    ("train.optim_g.lr=.nan", "train.optim_g.lr: expected float | Tensor, got nan (input should be a finite number)"),
     ("train.scheduler.milestones=[a]", "train.scheduler.milestones.0: input should be a valid integer"),
     ("network_g.sharing={type: partial_filter, num_partial_filters: 0}",
      "network_g.sharing.num_partial_filters: must be >= 1, got 0."),
