@@ -82,10 +82,13 @@ class SharingScheme(nn.Module):
         stride: int = 1,
         padding: int = 0,
         bias: bool = True,
+        dilation: int = 1,
+        groups: int = 1,
     ) -> nn.Module:
-        """A 2-D convolution filling `slot`."""
+        """A 2-D convolution filling `slot` (arguments as ``nn.Conv2d``; `groups` > 1 for grouped or
+        depthwise convs). A scheme that cannot express a geometry raises an OptionError naming `slot`."""
         self._check_open()
-        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=bias)
 
     def linear(self, slot: str, in_features: int, out_features: int, bias: bool = True) -> nn.Module:
         """A linear projection filling `slot`."""
@@ -151,11 +154,12 @@ class RecursiveSharing(SharingScheme):
     def shared_module(self, key: str) -> nn.Module:
         return self.shared[key]
 
-    def conv2d(self, slot, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
-        signature = ("conv2d", in_channels, out_channels, kernel_size, stride, padding, bias)
+    def conv2d(self, slot, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+               dilation=1, groups=1):
+        signature = ("conv2d", in_channels, out_channels, kernel_size, stride, padding, bias, dilation, groups)
         return self._reuse(
             "conv", slot, signature,
-            lambda: nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias),
+            lambda: nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=bias),
         )
 
     def linear(self, slot, in_features, out_features, bias=True):
