@@ -178,10 +178,14 @@ class RecursiveSharing(SharingScheme):
 SharingSpec = str | Mapping[str, Any] | SharingScheme | None
 
 
-def build_sharing(spec: SharingSpec, default: SharingSpec = "none") -> SharingScheme:
-    """A scheme from an option value: a name, ``{type: name, **kwargs}``, or a scheme instance."""
+def build_sharing(spec: SharingSpec, default: SharingSpec = "none", path: str = "network_g.sharing") -> SharingScheme:
+    """A scheme from an option value: a name, ``{type: name, **kwargs}``, or a scheme instance.
+
+    `path` is where the value sits in the options (errors name it); a scheme whose constructor
+    takes ``option_path`` receives it (``compose`` builds its sub-schemes under it).
+    """
     from restore.registry import SHARING
-    from restore.validation import call_with_options
+    from restore.validation import accepted_keys, call_with_options
 
     if spec is None:
         spec = default
@@ -191,9 +195,10 @@ def build_sharing(spec: SharingSpec, default: SharingSpec = "none") -> SharingSc
         spec = {"type": spec}
     options = dict(spec)
     if "type" not in options:
-        raise OptionError(f"sharing: missing 'type' (one of {', '.join(SHARING.names())})")
-    scheme_cls = SHARING.get(options.pop("type"), "network_g.sharing.type")
-    return call_with_options(scheme_cls, options, path="network_g.sharing")
+        raise OptionError(f"{path}: missing 'type' (one of {', '.join(SHARING.names())})")
+    scheme_cls = SHARING.get(options.pop("type"), f"{path}.type")
+    provided = {"option_path": path} if "option_path" in accepted_keys(scheme_cls)[0] else {}
+    return call_with_options(scheme_cls, options, path=path, **provided)
 
 
 def _replace_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -212,7 +217,7 @@ def materialize(net: nn.Module) -> nn.Module:
         for name, module in list(plain.named_modules()):
             if name and hasattr(module, "as_plain_module"):
                 _replace_submodule(plain, name, module.as_plain_module())
-        for name, module in list(plain.named_modules()):
+        for name, module in reversed(list(plain.named_modules())):  # nested schemes (compose) first
             if name and isinstance(module, SharingScheme):
                 replacement = NoSharing()
                 replacement.finalize()
