@@ -21,10 +21,12 @@ from restore.api import (
     register_arch,
     register_sharing,
 )
+from restore.composition import ComposedSharing
 from restore.data.paired import PairedImageDataset
 
 register_sharing(NoSharing)
 register_sharing(RecursiveSharing)
+register_sharing(ComposedSharing)
 
 for _optimizer in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.RMSprop):
     OPTIMIZERS.register(_optimizer)

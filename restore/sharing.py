@@ -88,10 +88,13 @@ class SharingScheme(nn.Module):
         stride: int = 1,
         padding: int = 0,
         bias: bool = True,
+        dilation: int = 1,
+        groups: int = 1,
     ) -> nn.Module:
-        """A 2-D convolution filling `slot`."""
+        """A 2-D convolution filling `slot` (arguments as ``nn.Conv2d``; `groups` > 1 for grouped or
+        depthwise convs). A scheme that cannot express a geometry raises an OptionError naming `slot`."""
         self._check_open()
-        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=bias)
 
     def linear(self, slot: str, in_features: int, out_features: int, bias: bool = True) -> nn.Module:
         """A linear projection filling `slot`."""
@@ -157,11 +160,12 @@ class RecursiveSharing(SharingScheme):
     def shared_module(self, key: str) -> nn.Module:
         return self.shared[key]
 
-    def conv2d(self, slot, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
-        signature = ("conv2d", in_channels, out_channels, kernel_size, stride, padding, bias)
+    def conv2d(self, slot, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+               dilation=1, groups=1):
+        signature = ("conv2d", in_channels, out_channels, kernel_size, stride, padding, bias, dilation, groups)
         return self._reuse(
             "conv", slot, signature,
-            lambda: nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias),
+            lambda: nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=bias),
         )
 
     def linear(self, slot, in_features, out_features, bias=True):
@@ -187,10 +191,11 @@ def build_sharing(spec: SharingSpec, default: SharingSpec = "none", path: str | 
     ``sharing`` key of the block being built (``network_g.sharing`` inside `build_network`, and
     when an arch is constructed directly). A
     scheme that builds schemes from its own options (a composition) passes
-    ``option_path("rules.1.scheme")``. None means `default`.
+    ``option_path("rules.1.scheme")``; a scheme whose constructor takes ``option_path`` receives
+    its path (``compose`` builds its sub-schemes under it). None means `default`.
     """
     from restore.registry import SHARING
-    from restore.validation import call_with_options, option_path
+    from restore.validation import accepted_keys, call_with_options, option_path
 
     path = path or f"{option_path() or 'network_g'}.sharing"
     if spec is None:
@@ -205,7 +210,8 @@ def build_sharing(spec: SharingSpec, default: SharingSpec = "none", path: str | 
     if "type" not in options:
         raise OptionError(f"{path}: missing 'type' (one of {', '.join(SHARING.names())}).")
     scheme_cls = SHARING.get(options.pop("type"), f"{path}.type")
-    return call_with_options(scheme_cls, options, path)
+    provided = {"option_path": path} if "option_path" in accepted_keys(scheme_cls)[0] else {}
+    return call_with_options(scheme_cls, options, path, **provided)
 
 
 # -- the arch's own initialisation ----------------------------------------------------------------

@@ -73,8 +73,16 @@ class PartialFilterSharing(SharingScheme):
         self._geometry: dict[str, tuple[Partition, int, int, int]] = {}
         self._layer_counts: dict[str, int] = {}
 
-    def conv2d(self, slot, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    def conv2d(self, slot, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+               dilation=1, groups=1):
         self._check_open()
+        if dilation != 1 or groups != 1:
+            raise OptionError(
+                f"partial_filter sharing cannot rebuild slot '{slot}': it asks for a conv with "
+                f"dilation={dilation}, groups={groups}, and partial filters cut only dense, undilated kernels. "
+                f"Give such slots another scheme: `sharing: {{type: compose, rules: [{{slots: '{slot}', "
+                "scheme: none}], default: {type: partial_filter, ...}}`."
+            )
         partition = self.partition or ("tap" if stride == 1 else "filter")
         group = group_name(partition, in_channels, out_channels, kernel_size)
         layer = PSConv2d(self, group, partition, in_channels, out_channels, kernel_size, stride, padding, bias)

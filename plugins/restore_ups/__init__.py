@@ -5,8 +5,9 @@ Registers:
 * sharing layer ``unified_projection`` -- one projection U for all attention layers (``n_share``);
 * archs ``UPS`` (width 60) and ``UPS_S`` (width 44), for SR (upscale 2/3/4/...) and restoration
   (upscale 1, image residual), with the paper's ablation switches;
-* archs ``SwinIR_light`` and ``SwinIR_S`` -- basicsr's SwinIR with the lightweight configurations
-  and the official test-time padding.
+* archs ``SwinIR_light`` and ``SwinIR_S`` -- SwinIR in the lightweight configurations, written on
+  the sharing API: with ``sharing: none`` (the default) basicsr's/official SwinIR layout and outputs,
+  with the official test-time padding; any sharing scheme applies to its body layers.
 
 No official UPS code exists; docs/ups.md says which choices are the paper's and which are ours.
 """
@@ -28,7 +29,7 @@ SwinIR_S = preset(SwinIR_light, "SwinIR_S", "SwinIR-S: SwinIR-light at width 44 
 
 ARCHS.register(UPS, info=UPS_INFO, paper=PAPER_FIGURES["UPS"])
 ARCHS.register(UPS_S, info=UPS_INFO, paper=PAPER_FIGURES["UPS_S"])
-_SWINIR_INFO = ArchInfo(size_multiple="window_size", pad_mode="symmetric")
+_SWINIR_INFO = ArchInfo(size_multiple="window_size", pad_mode="symmetric", shares_parameters=True)
 ARCHS.register(SwinIR_light, info=_SWINIR_INFO, paper=PAPER_FIGURES["SwinIR_light"])
 ARCHS.register(SwinIR_S, info=_SWINIR_INFO, paper=PAPER_FIGURES["SwinIR_S"])
 

@@ -56,12 +56,13 @@ def relative_position_index(window: int, device: torch.device) -> torch.Tensor:
 
 @lru_cache(maxsize=4)  # one size per forward pass; each dense mask can be 100+ MiB at DIV2K sizes
 @torch.inference_mode(False)
-def shift_mask(h: int, w: int, window: int, shift: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(windows, N, N) additive mask of a cyclically shifted map: -inf between tokens that the roll
+def shift_mask(h: int, w: int, window: int, shift: int, device: torch.device, dtype: torch.dtype,
+               fill: float = float("-inf")) -> torch.Tensor:
+    """(windows, N, N) additive mask of a cyclically shifted map: `fill` between tokens that the roll
     brought together from different image regions, 0 elsewhere.
 
-    -inf rather than Swin's -100 so a masked pair gets exactly zero weight under ReLU too, however
-    large an unnormalised (dot-product) similarity grows.
+    UPS uses -inf rather than Swin's -100 so a masked pair gets exactly zero weight under ReLU too,
+    however large an unnormalised (dot-product) similarity grows; SwinIR keeps its -100.
     """
     labels = torch.zeros(1, h, w, 1)
     bands = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
@@ -69,7 +70,7 @@ def shift_mask(h: int, w: int, window: int, shift: int, device: torch.device, dt
         labels[:, rows, cols, :] = region
     labels = window_partition(labels, window).squeeze(-1)
     different = labels[:, :, None] != labels[:, None, :]
-    mask = torch.zeros(different.shape, dtype=dtype).masked_fill(different, float("-inf"))
+    mask = torch.zeros(different.shape, dtype=dtype).masked_fill(different, fill)
     return mask.to(device)
 
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from restore.api import ArchInfo, SharingScheme, build_sharing, pad_to_multiple
+from restore.api import ArchInfo, OptionError, SharingScheme, build_sharing, pad_to_multiple
 
 from .attention import Activation, AttentionNorm, DecoupledWindowAttention, Similarity
 
@@ -45,20 +45,18 @@ UPS_INFO = ArchInfo(size_multiple="window_size", pad_mode="symmetric", shares_pa
 
 
 def feature_conv(scheme: SharingScheme, slot: str, kind: LayerConv, dim: int, conv_groups: int) -> nn.Module:
-    """The layer-specific feature extraction, requested from the sharing scheme under `slot`."""
-    if kind == "conv3x3":
-        return scheme.conv2d(slot, dim, dim, 3, padding=1)
+    """The layer-specific feature extraction, requested from the sharing scheme under `slot`
+    (``dwsep3x3``: its depthwise and pointwise convs under ``<slot>.depthwise`` / ``<slot>.pointwise``)."""
     if kind == "conv1x1":
         return scheme.conv2d(slot, dim, dim, 1)
-    groups = {"grouped3x3": conv_groups, "depthwise3x3": dim, "dwsep3x3": dim}[kind]
+    groups = {"conv3x3": 1, "grouped3x3": conv_groups, "depthwise3x3": dim, "dwsep3x3": dim}[kind]
     if dim % groups:
-        raise ValueError(f"layer_conv {kind}: width {dim} is not divisible by {groups} groups")
-
-    def make() -> nn.Module:
-        conv = nn.Conv2d(dim, dim, 3, padding=1, groups=groups)
-        return nn.Sequential(conv, nn.Conv2d(dim, dim, 1)) if kind == "dwsep3x3" else conv
-
-    return scheme.module(slot, make)
+        raise OptionError(f"network_g.conv_groups: layer_conv {kind} needs the width ({dim}) to be divisible by "
+                          f"its {groups} groups.")
+    if kind == "dwsep3x3":
+        return nn.Sequential(scheme.conv2d(f"{slot}.depthwise", dim, dim, 3, padding=1, groups=groups),
+                             scheme.conv2d(f"{slot}.pointwise", dim, dim, 1))
+    return scheme.conv2d(slot, dim, dim, 3, padding=1, groups=groups)
 
 
 class ResidualGroup(nn.Module):

@@ -8,13 +8,15 @@ gives each group one ``nn.Linear`` that it owns:
 * ``n_share: k``            -- k projections, each shared by a block of consecutive layers;
 * ``n_share: <layers>``     -- one projection per layer (the traditional layer-specific design).
 
-Requests for other slots (the per-layer convs) get independent layers. The same networks come
-from the core schemes: ``none`` equals ``n_share: <layers>`` and ``recursive`` equals
+`slot` is a shell-style pattern (``fnmatch``): ``slot: "*.attn.qkv"`` shares SwinIR's qkv
+projections the same way. Requests for other slots (the per-layer convs) get independent layers.
+The same networks come from the core schemes: ``none`` equals ``n_share: <layers>`` and ``recursive`` equals
 ``n_share: 1`` as long as the arch names each layer's conv with its own slot (UPS does).
 """
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,7 @@ from restore.api import OptionError, SharedRef, SharingScheme, register_sharing
 
 @register_sharing(name="unified_projection")
 class UnifiedProjectionSharing(SharingScheme):
-    """Projections requested under `slot` shared in `n_share` consecutive groups (1 = fully unified)."""
+    """Projections whose slot matches `slot`, shared in `n_share` consecutive groups (1 = fully unified)."""
 
     name = "unified_projection"
 
@@ -39,7 +41,7 @@ class UnifiedProjectionSharing(SharingScheme):
         self._requests: list[tuple[int, int, bool]] = []
 
     def linear(self, slot: str, in_features: int, out_features: int, bias: bool = True) -> nn.Module:
-        if slot != self.slot:
+        if not fnmatchcase(slot, self.slot):
             return super().linear(slot, in_features, out_features, bias)
         self._check_open()
         index = len(self._requests)
