@@ -141,7 +141,8 @@ def read_with_bases(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> d
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``key.path=value`` strings (values are YAML: ``200``, ``[2, 3]``, ``~``). A number
-    steps into a list (``network_g.scales.0=2``); anything else into a block of keys."""
+    steps into a list (``network_g.scales.0=2``); anything else into a block of keys. ``~`` over a
+    block drops it, as in an inheriting option file."""
     for item in overrides:
         key_path, sep, raw = item.partition("=")
         if not sep or not key_path or "" in key_path.split("."):
@@ -181,6 +182,8 @@ def _step_into(node: Any, part: str, where: str, key_path: str) -> Any:
 def _assign(node: Any, last: str, value: Any, where: str, key_path: str) -> None:
     if isinstance(node, list):
         node[_list_index(node, last, where, key_path)] = value
+    elif value is None and isinstance(node.get(last), Mapping):  # `--set datasets.val=~` drops the block
+        del node[last]
     else:
         node[last] = value
 

@@ -47,3 +47,29 @@ def test_installed_example_plugin_is_listed_trains_from_yaml_and_exports(tmp_pat
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         assert torch.isfinite(net.eval()(x, scale=2)).all()
+
+
+@pytest.mark.slow
+def test_compose_gives_ups_the_unified_projection_and_a_third_party_scheme_and_exports(tmp_path):
+    """The issue's own example: UPS-S with the paper's projection U and its 3x3 convs as template mixes
+    from the installed example plugin, trained from YAML, exported, reloaded without the plugin."""
+    target = pip_install(EXAMPLE, tmp_path / "target", tmp_path)
+    rules = ('[{slots: projection, scheme: unified_projection}, '
+             '{slots: "*.feature", scheme: {type: templates, num_templates: 4}}]')
+    trained = run_with(target, "train", "-opt", str(REPO / "options" / "quick_ups_s_compose_x2.yml"),
+                       "--no-progress", "--set", f"path.experiments_root={tmp_path / 'experiments'}",
+                       "--set", f"network_g.sharing.rules={rules}", "--set", "name=ups_templates",
+                       "--set", "train.total_iter=2", "--set", "datasets.train.batch_size_per_gpu=2",
+                       "--set", "datasets.val=~", "--set", "logger.save_checkpoint_freq=2",
+                       "--set", "logger.print_freq=1", cwd=REPO)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "templates" in trained.stderr and "unified_projection" in trained.stderr  # the log's describe()
+    weights = tmp_path / "experiments" / "ups_templates" / "models" / "net_g_latest.safetensors"
+
+    out = tmp_path / "plain.safetensors"
+    exported = run_with(target, "export", "--weights", str(weights), "--materialize", str(out))
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    net, _ = load_model(out)  # no plugin in this process
+    assert count_parameters(net) == 484_176  # UPS-S with sharing: none (a projection per attention layer)
+    with torch.no_grad():
+        assert torch.isfinite(net.eval()(torch.rand(1, 3, 16, 16))).all()
