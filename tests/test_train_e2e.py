@@ -116,3 +116,37 @@ def test_two_processes_train_like_one(tmp_path, write_options):
         return float(line.split("psnr ")[1].split()[0])
 
     assert abs(psnr(single.stderr) - psnr(double.stderr)) < 0.01
+
+
+def test_kills_during_a_state_save_and_mid_step_resume_to_the_uninterrupted_weights(tmp_path, write_options):
+    """kill -9 while a state is being written (its staging folder exists), then mid-step, then resume."""
+    import time
+
+    options = tiny_sisr_options(tmp_path, train__total_iter=40, train__ema_decay=0.9, datasets__val=None,
+                                logger__save_checkpoint_freq=5, logger__print_freq=1)
+    path = write_options(options)
+    reference = run_restore("train", "-opt", str(path), "--set", "name=calm", "--no-progress")
+    assert reference.returncode == 0, reference.stderr
+    states = tmp_path / "experiments" / "stormy" / "training_states"
+
+    during_save = _train_process(path, "--set", "name=stormy")
+    deadline = time.time() + 600
+    while not (states.is_dir() and list(states.glob(".tmp-*"))):
+        assert during_save.poll() is None and time.time() < deadline, "no state save was caught in progress"
+        time.sleep(0.002)
+    during_save.send_signal(signal.SIGKILL)
+    during_save.wait()
+
+    mid_step = _train_process(path, "--set", "name=stormy", "--auto-resume")
+    for line in mid_step.stdout:
+        if "[iter 23/40]" in line:
+            break
+    mid_step.send_signal(signal.SIGKILL)
+    mid_step.wait()
+
+    resumed = run_restore("train", "-opt", str(path), "--set", "name=stormy", "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    for label in ("net_g_40", "net_g_ema_40"):
+        a = _weights(tmp_path / "experiments" / "calm" / "models" / f"{label}.safetensors")
+        b = _weights(tmp_path / "experiments" / "stormy" / "models" / f"{label}.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{label} differs after kills and resumes"
