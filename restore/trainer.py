@@ -193,44 +193,53 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
+def _training_scales(train_set: Any) -> list[int | None]:
+    return getattr(train_set, "scales", None) or [None]
+
+
+@torch.no_grad()
+def _first_patch(net: nn.Module, info: ArchInfo, train_set: Any, scale: int | None,
+                 device: Any) -> tuple[dict[str, Any], torch.Tensor]:
+    """(batch, output) of the first training sample at `scale`, in eval mode (no batch-norm update)."""
+    from torch.utils.data import default_collate
+
+    batch = batch_to_device(default_collate([train_set[SampleKey(0, 0, scale)]]), device)
+    was_training = net.training
+    net.eval()
+    try:
+        output = call_network(net, batch["lq"], scale=int(batch["scale"][0]), info=info, guide=batch.get("guide"))
+    finally:
+        net.train(was_training)
+    return batch, output[-1] if isinstance(output, (list, tuple)) else output
+
+
 @torch.no_grad()
 def _check_first_sample(net: nn.Module, info: ArchInfo, train_set: Any, loss_fn: nn.Module, device: Any,
                         options: Options) -> None:
     """The first training sample of every training scale through data loading, the network and the loss."""
-    from torch.utils.data import default_collate
-
-    scales = getattr(train_set, "scales", None) or [None]
-    was_training = net.training
-    net.eval()  # no batch-norm statistics change: the check leaves the run's state as it was
-    try:
-        for scale in scales:
-            batch = batch_to_device(default_collate([train_set[SampleKey(0, 0, scale)]]), device)
-            try:
-                output = call_network(net, batch["lq"], scale=int(batch["scale"][0]), info=info,
-                                      guide=batch.get("guide"))
-            except RestoreError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the arch's own failure, named with the block
-                raise OptionError(f"network_g: {_network_name(net)} fails on the first training patch "
-                                  f"({list(batch['lq'].shape[1:])}): {_first_line(exc)}.") from None
-            output = output[-1] if isinstance(output, (list, tuple)) else output
-            if output.shape != batch["gt"].shape:
-                raise OptionError(
-                    f"network_g: {_network_name(net)} turns a training patch of {list(batch['lq'].shape[1:])} into "
-                    f"{list(output.shape[1:])}, but its GT patch is {list(batch['gt'].shape[1:])}; check task.scale, "
-                    "the network's scale options and datasets.train.gt_size/lq_size."
-                )
-            try:
-                loss = loss_fn(output, batch["gt"])
-            except Exception as exc:  # noqa: BLE001
-                raise OptionError(f"train.pixel_opt: the loss fails on the first training patch: "
-                                  f"{_first_line(exc)}.") from None
-            if not torch.isfinite(loss):
-                raise RestoreError(f"the loss of the first training sample is {loss.item()} before any update; "
-                                   f"check the data ({options.datasets['train'].dataset_kwargs().get('dataroot_gt')}) "
-                                   "and train.pixel_opt.")
-    finally:
-        net.train(was_training)
+    for scale in _training_scales(train_set):
+        try:
+            batch, output = _first_patch(net, info, train_set, scale, device)
+        except RestoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the arch's own failure, named with the block
+            raise OptionError(f"network_g: {_network_name(net)} fails on the first training patch: "
+                              f"{_first_line(exc)}.") from None
+        if output.shape != batch["gt"].shape:
+            raise OptionError(
+                f"network_g: {_network_name(net)} turns a training patch of {list(batch['lq'].shape[1:])} into "
+                f"{list(output.shape[1:])}, but its GT patch is {list(batch['gt'].shape[1:])}; check task.scale, "
+                "the network's scale options and datasets.train.gt_size/lq_size."
+            )
+        try:
+            loss = loss_fn(output, batch["gt"])
+        except Exception as exc:  # noqa: BLE001
+            raise OptionError(f"train.pixel_opt: the loss fails on the first training patch: "
+                              f"{_first_line(exc)}.") from None
+        if not torch.isfinite(loss):
+            raise RestoreError(f"the loss of the first training sample is {loss.item()} before any update; "
+                               f"check the data ({options.datasets['train'].dataset_kwargs().get('dataroot_gt')}) "
+                               "and train.pixel_opt.")
 
 
 # -- stage 2: the experiment folder ------------------------------------------------------------
@@ -413,21 +422,21 @@ def _describe_sharing(net: nn.Module) -> list[str]:
     return lines
 
 
-def _compiled(net: nn.Module, setup: TrainingSetup, device: Any, log: Any) -> nn.Module:
-    """torch.compile(net) when it compiles here; otherwise the eager network, saying why."""
+def _compile_in_place(net: nn.Module, setup: TrainingSetup, device: Any, log: Any) -> None:
+    """``net.compile()`` when it compiles here (the module and its state_dict keys stay as they are, so
+    states and weights are the same compiled or not); otherwise the eager network, saying why."""
     opt_train = setup.options.train
     try:
-        compiled = torch.compile(net, mode=None if opt_train.compile_mode == "default" else opt_train.compile_mode)
-        _check_first_sample(compiled, setup.info, setup.train_set, setup.loss_fn, device, setup.options)
-    except RestoreError:
-        raise
+        net.compile(mode=None if opt_train.compile_mode == "default" else opt_train.compile_mode)
+        # The eager network passed build_training's checks on these samples: a failure now is the compiler's.
+        for scale in _training_scales(setup.train_set):
+            _first_patch(net, setup.info, setup.train_set, scale, device)
     except Exception as exc:  # noqa: BLE001 - any compiler failure: train eagerly rather than not at all
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.warning("train.compile: torch.compile could not compile %s (%s: %s); training without compilation",
-                    type(net).__name__, type(exc).__name__, reason[:300])
-        return net
+        net._compiled_call_impl = None  # undo nn.Module.compile (it only sets this attribute)
+        log.warning("train.compile: torch.compile could not compile %s (%s); training without compilation",
+                    type(net).__name__, _first_line(exc)[:300])
+        return
     log.info("train.compile: the network runs through torch.compile (mode %s)", opt_train.compile_mode)
-    return compiled
 
 
 def _run(setup: TrainingSetup, accelerator: Any, root: Path, state: Path | None, log: Any,
@@ -452,7 +461,7 @@ def _run(setup: TrainingSetup, accelerator: Any, root: Path, state: Path | None,
     optimizer = build_optimizer(opt_train.optim_g, [p for p in net.parameters() if p.requires_grad], device=device)
     scheduler = build_scheduler(opt_train.scheduler, optimizer)
     if opt_train.compile:
-        net = _compiled(net, setup, device, log)
+        _compile_in_place(net, setup, device, log)
     net, optimizer = accelerator.prepare(net, optimizer)
     if ema is not None:
         ema.to(device)

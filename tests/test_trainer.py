@@ -101,3 +101,46 @@ def test_steps_between_two_log_lines_read_nothing_from_the_device(tmp_path, writ
                                 train__ema_decay=0.9, logger__print_freq=5, logger__save_checkpoint_freq=20)
     train(load_options(write_options(options)), progress=False)
     assert events == ["item", "log"] * 4
+
+
+@pytest.mark.slow
+def test_compile_and_channels_last_train_like_eager_and_keep_plain_state_keys(tmp_path, write_options):
+    """train.compile compiles the network in place (states and weights keep their keys, so a compiled run
+    resumes uncompiled); channels_last changes the layout, not the result."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    from tests.conftest import REPO
+
+    common = {"datasets__val": None, "train__total_iter": 6, "logger__save_checkpoint_freq": 6}
+    _, eager_weights = _train(tmp_path, write_options, "eager", **common)
+    _, nhwc_weights = _train(tmp_path, write_options, "nhwc", train__channels_last=True, **common)
+    for key in eager_weights:
+        torch.testing.assert_close(eager_weights[key], nhwc_weights[key], atol=1e-5, rtol=1e-4)
+
+    path = write_options(tiny_sisr_options(tmp_path, name="compiled", train__compile=True, **common), "c.yml")
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "PYTHONUNBUFFERED": "1"}
+    compiled = subprocess.run([sys.executable, "-m", "restore", "train", "-opt", str(path), "--no-progress"],
+                              cwd=REPO, capture_output=True, text=True, timeout=1200, env=env)
+    assert compiled.returncode == 0, compiled.stderr[-3000:]
+    assert "the network runs through torch.compile" in compiled.stderr
+    weights = load_file(str(tmp_path / "experiments" / "compiled" / "models" / "net_g_6.safetensors"))
+    for key in eager_weights:
+        torch.testing.assert_close(eager_weights[key], weights[key], atol=1e-4, rtol=1e-3)
+    state = tmp_path / "experiments" / "compiled" / "training_states" / "00000006" / "model.safetensors"
+    with safe_open(state, framework="pt") as f:
+        assert set(f.keys()) == set(eager_weights)
+
+    # Where torch.compile cannot work (here: no C++ compiler), the run says why and trains eagerly.
+    path = write_options(tiny_sisr_options(tmp_path, name="fallback", train__compile=True, **common), "f.yml")
+    fallback = subprocess.run([sys.executable, "-m", "restore", "train", "-opt", str(path), "--no-progress"],
+                              cwd=REPO, capture_output=True, text=True, timeout=1200,
+                              env={**env, "CXX": str(tmp_path / "no-such-compiler"),
+                                   "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor-empty")})
+    assert fallback.returncode == 0, fallback.stderr[-3000:]
+    assert "torch.compile could not compile MSRResNet" in fallback.stderr and "compiler" in fallback.stderr
+    weights = load_file(str(tmp_path / "experiments" / "fallback" / "models" / "net_g_6.safetensors"))
+    assert all(torch.equal(eager_weights[k], weights[k]) for k in eager_weights)
