@@ -31,7 +31,7 @@ from restore.build import (
 )
 from restore.checkpoint import save_weights
 from restore.data.catalog import check_paths
-from restore.data.paired import TrainBatchSampler
+from restore.data.paired import TrainBatchSampler, batch_to_device
 from restore.errors import OptionError, RestoreError
 from restore.evaluation import EvalResults, evaluate
 from restore.inference import call_network
@@ -208,10 +208,8 @@ def train(options: Options, *, resume: str | bool | None = None, dry_run: bool =
     batches = iter(loader)
     tick = time.time()
     while counters.iteration < opt_train.total_iter:
-        batch = next(batches)
-        lq = batch["lq"].to(accelerator.device, non_blocking=True)
-        gt = batch["gt"].to(accelerator.device, non_blocking=True)
-        guide = batch["guide"].to(accelerator.device, non_blocking=True) if "guide" in batch else None
+        batch = batch_to_device(next(batches), accelerator.device)
+        lq, gt, guide = batch["lq"], batch["gt"], batch.get("guide")
         with accelerator.accumulate(net):
             output = call_network(net, lq, scale=int(batch["scale"][0]), info=info, guide=guide)
             loss = _pixel_loss(loss_fn, output, gt, opt_train.sequence_loss_weights)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from restore.commands.data import add_max_pixels_argument
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -22,14 +24,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="validate the option file (every block, data paths) and stop before any work")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    add_max_pixels_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from restore.data.io import use_max_image_pixels
     from restore.options import load_options
     from restore.trainer import train
 
     options = load_options(args.opt, args.set)
+    use_max_image_pixels(args.max_pixels, options.max_image_pixels)
     result = train(options, resume=args.resume, dry_run=args.dry_run, progress=not args.no_progress)
     if result is None:
         print(f"{args.opt}: options valid; data paths exist. (dry run: nothing trained)")
