@@ -245,3 +245,13 @@ def test_a_resumed_loader_with_workers_gives_the_same_batches(tmp_path):
     resumed = batches(dataset, TrainBatchSampler(len(dataset), 3, seed=11, start_batch=4), 3, workers=2)
     for x, y in zip(straight[4:], resumed, strict=True):
         assert torch.equal(x["gt"], y["gt"]) and torch.equal(x["lq"], y["lq"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batch_to_device_on_cuda_gives_the_cpu_floats_to_the_bit():
+    # CUDA multiplies by the reciprocal of a scalar divisor; batch_to_device must divide like to_unit_range
+    values = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16)
+    deep = torch.arange(0, 65536, 97, dtype=torch.int64).to(torch.uint16).reshape(1, 1, -1, 1)
+    on_gpu = batch_to_device({"gt": values, "lq": deep}, torch.device("cuda"))
+    on_cpu = batch_to_device({"gt": values, "lq": deep}, torch.device("cpu"))
+    assert torch.equal(on_gpu["gt"].cpu(), on_cpu["gt"]) and torch.equal(on_gpu["lq"].cpu(), on_cpu["lq"])

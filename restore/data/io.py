@@ -80,12 +80,11 @@ def _to_hwc_rgb(img: np.ndarray) -> np.ndarray:
     return img[:, :, ::-1] if img.shape[2] == 3 else img
 
 
-def contiguous_rgb(img: np.ndarray) -> np.ndarray:
-    """A C-contiguous array of `img`, a view `decode_image(..., contiguous=False)` returned (or a crop of it).
+def contiguous_array(img: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of `img`, such as a (cropped) view `decode_image(..., contiguous=False)` returned.
 
-    Reversed channels are put back in order by OpenCV: numpy copies an axis of 3 reversed elements one
-    element at a time, which took 30x longer for a training patch (and was most of what decoding a
-    photo cost on top of the decoder itself)."""
+    A reversed channel axis (BGR <-> RGB) is copied by OpenCV: numpy copies an axis of 3 reversed
+    elements one element at a time, 30x slower for a training patch."""
     if img.ndim == 3 and img.shape[2] == 3 and img.strides[2] < 0 and img.dtype in (np.uint8, np.uint16, np.float32):
         return cv2.cvtColor(img[:, :, ::-1], cv2.COLOR_BGR2RGB)
     return np.ascontiguousarray(img)
@@ -96,7 +95,7 @@ def decode_image(data: bytes, source: str, *, contiguous: bool = True) -> np.nda
 
     The size in the header is checked against the pixel limit first. `contiguous=False` may return
     a view with reversed channel strides (OpenCV decodes BGR): free to make, for callers that crop
-    first and then copy only the crop with `contiguous_rgb`."""
+    first and then copy only the crop with `contiguous_array`."""
     if not len(data):
         raise _empty(source)
     size = header_size(data)
@@ -116,7 +115,7 @@ def decode_image(data: bytes, source: str, *, contiguous: bool = True) -> np.nda
     if size is None:  # a format whose header is not parsed here: OpenCV's own bound (2^30 pixels) held
         check_pixels(img.shape[0], img.shape[1], source)
     rgb = _to_hwc_rgb(img)
-    return contiguous_rgb(rgb) if contiguous else rgb
+    return contiguous_array(rgb) if contiguous else rgb
 
 
 def read_array(path: str | os.PathLike, *, contiguous: bool = True) -> np.ndarray:
@@ -164,7 +163,7 @@ def file_header_size(path: str | os.PathLike) -> tuple[int, int] | None:
 
 def encode_image(img: np.ndarray, ext: str = ".png", params: list[int] | None = None) -> bytes:
     """Encode an HWC RGB (or gray) array; uint16 is kept by PNG/TIFF."""
-    img = np.ascontiguousarray(img[:, :, ::-1]) if img.ndim == 3 and img.shape[2] == 3 else img
+    img = contiguous_array(img[:, :, ::-1]) if img.ndim == 3 and img.shape[2] == 3 else img  # OpenCV wants BGR
     ok, buf = cv2.imencode(ext, img, params or [])
     if not ok:
         raise DataError(f"cannot encode an array of shape {img.shape} and dtype {img.dtype} as {ext}.")

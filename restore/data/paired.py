@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from restore.data.io import contiguous_rgb, read_array
+from restore.data.io import contiguous_array, read_array
 from restore.errors import DataError
 from restore.tasks import Sample, Task, to_unit_range
 
@@ -218,11 +218,11 @@ class PairedImageDataset(Dataset):
         self._check_sizes(key, task.scale, gt.shape, None if lq is None else lq.shape,
                           None if guide is None else guide.shape)
         gt, lq, guide = self._random_crop(key, gt, lq, guide, task.scale, rng)
-        gt = task.to_pixels(contiguous_rgb(gt), name=self.gt.describe(key))
+        gt = task.to_pixels(contiguous_array(gt), name=self.gt.describe(key))
         if lq is not None:
-            lq = task.to_pixels(contiguous_rgb(lq), name=self.lq.describe(self.lq_key(key)))
+            lq = task.to_pixels(contiguous_array(lq), name=self.lq.describe(self.lq_key(key)))
         if guide is not None:
-            guide = task.guide_to_pixels(contiguous_rgb(guide), name=self.guide.describe(self.guide_key(key)))
+            guide = task.guide_to_pixels(contiguous_array(guide), name=self.guide.describe(self.guide_key(key)))
         return gt, lq, guide
 
     def __getitem__(self, item: int | SampleKey) -> dict[str, Any]:
