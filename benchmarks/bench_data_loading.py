@@ -10,10 +10,11 @@ Samples are collated into batches of `--batch` by torch's default collate for bo
 The data are scikit-image's photographs (no download): the RGB and gray photographs cut into
 overlapping `--tile` tiles with step `--tile // 2` (BasicSR's ``extract_subimages`` layout for
 DIV2K: 480/240), or whole (``--tile 0``: 0.1-2 Mpx each), and their x2 downscales (OpenCV
-INTER_AREA) as LQ. Rounds alternate the libraries (and which goes first); each round times
-`--samples` samples drawn at random positions with `time.process_time` (CPU time of this process,
-one thread). Rounds are short and many so that other work on a shared machine weighs on both
-libraries alike; the table gives the median of the per-round ratios and their quartiles.
+INTER_AREA) as LQ. Each library runs in a process of its own (forked after the data are made), as
+it would in training; each round draws `--samples` random positions, and the two processes time
+them one after the other (alternating which goes first) with `time.process_time` (CPU time, one
+thread). Rounds are short and many so that other work on a shared machine weighs on both alike;
+the table gives the median of the per-round ratios and their quartiles.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_data_loading.py [--rounds 40] [--samples 32] [--tile 0]
 """
@@ -21,14 +22,15 @@ libraries alike; the table gives the median of the per-round ratios and their qu
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import random
-import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import cv2
@@ -84,22 +86,27 @@ def make_lmdbs(gt_dir: Path, lq_dir: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def basicsr_reader(gt: Path, lq: Path, backend: str, gt_size: int) -> tuple[Callable[[int], dict], int]:
+def basicsr_reader(gt: Path, lq: Path, backend: str, gt_size: int) -> tuple[Callable[[int], dict], list[str]]:
+    """(sample at a position, image keys in position order). BasicSR lists a folder in directory order,
+    so its indices are mapped through the keys: both libraries read the same image at a position.
+    (Its LMDB handle is opened in this process only: py-lmdb opens an environment once per process.)"""
     from basicsr.data.paired_image_dataset import PairedImageDataset as BasicsrPaired
 
     dataset = BasicsrPaired({
         "dataroot_gt": str(gt), "dataroot_lq": str(lq), "io_backend": {"type": backend}, "filename_tmpl": "{}",
         "gt_size": gt_size, "use_hflip": True, "use_rot": True, "scale": SCALE, "phase": "train",
     })
+    keys = sorted(Path(path["gt_path"]).stem for path in dataset.paths)
+    index = {Path(path["gt_path"]).stem: i for i, path in enumerate(dataset.paths)}
 
     def sample(position: int) -> dict:
-        item = dataset[position % len(dataset)]
+        item = dataset[index[keys[position % len(keys)]]]
         return {"lq": item["lq"], "gt": item["gt"]}
 
-    return sample, len(dataset)
+    return sample, keys
 
 
-def restore_reader(gt: Path, lq: Path, backend: str, gt_size: int) -> tuple[Callable[[int], dict], int]:
+def restore_reader(gt: Path, lq: Path, backend: str, gt_size: int) -> tuple[Callable[[int], dict], list[str]]:
     dataset = PairedImageDataset(build_task({"type": "sisr", "scale": SCALE}), "train", 0, dataroot_gt=str(gt),
                                  dataroot_lq=str(lq), io_backend={"type": backend}, gt_size=gt_size)
 
@@ -107,7 +114,7 @@ def restore_reader(gt: Path, lq: Path, backend: str, gt_size: int) -> tuple[Call
         item = dataset[SampleKey(position % len(dataset), position, None)]
         return {"lq": item["lq"], "gt": item["gt"]}
 
-    return sample, len(dataset)
+    return sample, dataset.keys
 
 
 def to_float_batch(samples: list[dict], convert: bool) -> dict:
@@ -115,42 +122,47 @@ def to_float_batch(samples: list[dict], convert: bool) -> dict:
     return batch_to_device(batch, torch.device("cpu")) if convert else batch
 
 
-def time_round(sample: Callable[[int], dict], positions: list[int], batch: int, convert: bool) -> float:
-    """Samples per CPU second over `positions`, collated into batches (and converted, for restore)."""
-    start = time.process_time()
-    for first in range(0, len(positions), batch):
-        out = to_float_batch([sample(p) for p in positions[first:first + batch]], convert)
-        assert out["gt"].dtype == torch.float32 and out["lq"].dtype == torch.float32
-    return len(positions) / (time.process_time() - start)
+READERS = {"basicsr": basicsr_reader, "restore": restore_reader}
 
 
-def basicsr_copy(path: Path) -> Path:
-    """A byte-identical copy of an LMDB for BasicSR: py-lmdb opens one environment once per process."""
-    if path.suffix != ".lmdb":
-        return path
-    copy = path.with_name(f"{path.stem}_basicsr.lmdb")
-    if not copy.exists():
-        shutil.copytree(path, copy)
-    return copy
+def serve(conn: Connection, library: str, gt: Path, lq: Path, backend: str, gt_size: int, batch: int) -> None:
+    """One library in its own process (as in training: nothing of the other one's allocations or caches):
+    sends its keys, then for each list of positions received, the samples per CPU second it made of them."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    sample, keys = READERS[library](gt, lq, backend, gt_size)
+    conn.send(keys)
+    while (positions := conn.recv()) is not None:
+        start = time.process_time()
+        for first in range(0, len(positions), batch):
+            out = to_float_batch([sample(p) for p in positions[first:first + batch]], library == "restore")
+            assert out["gt"].dtype == torch.float32 and out["lq"].dtype == torch.float32
+        conn.send(len(positions) / (time.process_time() - start))
 
 
 def run(args: argparse.Namespace, gt: Path, lq: Path, backend: str) -> dict[str, object]:
-    readers = {
-        "basicsr": basicsr_reader(basicsr_copy(gt), basicsr_copy(lq), backend, args.gt_size),
-        "restore": restore_reader(gt, lq, backend, args.gt_size),
-    }
-    count = readers["restore"][1]
-    assert readers["basicsr"][1] == count
+    context = multiprocessing.get_context("fork")
+    conns, workers = {}, []
+    for library in READERS:
+        conns[library], child = context.Pipe()
+        workers.append(context.Process(target=serve, args=(child, library, gt, lq, backend, args.gt_size,
+                                                            args.batch)))
+        workers[-1].start()
+    keys = {library: conn.recv() for library, conn in conns.items()}
+    assert keys["basicsr"] == keys["restore"]  # the same image at every position
     rng = random.Random(0)
     rates: dict[str, list[float]] = {"basicsr": [], "restore": []}
-    warm = [rng.randrange(10**6) for _ in range(args.batch)]  # page cache, LMDB handles, lazy imports
-    for name, (sample, _) in readers.items():
-        time_round(sample, warm, args.batch, name == "restore")
-    for r in range(args.rounds):
-        positions = [rng.randrange(10**6) for _ in range(args.samples)]
-        order = ["basicsr", "restore"] if r % 2 == 0 else ["restore", "basicsr"]
-        for name in order:
-            rates[name].append(time_round(readers[name][0], positions, args.batch, name == "restore"))
+    for r in range(-1, args.rounds):  # round -1 warms the page cache, LMDB handles and lazy imports
+        count = len(keys["restore"])
+        positions = list(range(count)) if r < 0 else [rng.randrange(10**6) for _ in range(args.samples)]
+        for library in ("basicsr", "restore") if r % 2 else ("restore", "basicsr"):  # one at a time, in turn
+            conns[library].send(positions)
+            rate = conns[library].recv()
+            if r >= 0:
+                rates[library].append(rate)
+    for conn, worker in zip(conns.values(), workers):
+        conn.send(None)
+        worker.join()
     ratios = [ours / theirs for ours, theirs in zip(rates["restore"], rates["basicsr"])]
     quartiles = statistics.quantiles(ratios, n=4)
     return {
