@@ -17,6 +17,7 @@ thread). Rounds are short and many so that other work on a shared machine weighs
 the table gives the median of the per-round ratios and their quartiles.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_data_loading.py [--rounds 40] [--samples 32] [--tile 0]
+        [--cached-decode]
 """
 
 from __future__ import annotations
@@ -125,11 +126,34 @@ def to_float_batch(samples: list[dict], convert: bool) -> dict:
 READERS = {"basicsr": basicsr_reader, "restore": restore_reader}
 
 
-def serve(conn: Connection, library: str, gt: Path, lq: Path, backend: str, gt_size: int, batch: int) -> None:
+def cache_decoder() -> None:
+    """Make OpenCV's `imdecode`, as both libraries call it, return a cached array after the first call
+    (arrays are not written to by either): what is left is what each library does around decoding."""
+    import basicsr.utils.img_util
+
+    import restore.data.io
+
+    decode, decoded = cv2.imdecode, {}
+
+    def cached(buffer: np.ndarray, flags: int) -> np.ndarray:
+        key = (len(buffer), buffer[:256].tobytes(), buffer[-256:].tobytes(), flags)  # cheap, unique for these files
+        if key not in decoded:
+            decoded[key] = decode(buffer, flags)
+        return decoded[key]
+
+    shim = type("CachedCv2", (), {"__getattr__": lambda self, name: getattr(cv2, name),
+                                  "imdecode": staticmethod(cached)})()
+    basicsr.utils.img_util.cv2 = restore.data.io.cv2 = shim
+
+
+def serve(conn: Connection, library: str, gt: Path, lq: Path, backend: str, gt_size: int, batch: int,
+          cached: bool) -> None:
     """One library in its own process (as in training: nothing of the other one's allocations or caches):
     sends its keys, then for each list of positions received, the samples per CPU second it made of them."""
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    if cached:
+        cache_decoder()
     sample, keys = READERS[library](gt, lq, backend, gt_size)
     conn.send(keys)
     while (positions := conn.recv()) is not None:
@@ -146,7 +170,7 @@ def run(args: argparse.Namespace, gt: Path, lq: Path, backend: str) -> dict[str,
     for library in READERS:
         conns[library], child = context.Pipe()
         workers.append(context.Process(target=serve, args=(child, library, gt, lq, backend, args.gt_size,
-                                                            args.batch)))
+                                                            args.batch, args.cached_decode)))
         workers[-1].start()
     keys = {library: conn.recv() for library, conn in conns.items()}
     assert keys["basicsr"] == keys["restore"]  # the same image at every position
@@ -185,6 +209,8 @@ def main() -> None:
                         help="GT tile size (BasicSR's DIV2K layout: 480); 0: the whole photographs (0.1-2 Mpx)")
     parser.add_argument("--gt-size", type=int, default=128, help="training patch (GT pixels)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to write the data (default: a temp dir)")
+    parser.add_argument("--cached-decode", action="store_true",
+                        help="decode each file once and reuse the array: times what each library adds to decoding")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)

@@ -27,6 +27,7 @@ from restore.data.headers import header_size
 from restore.data.io import (
     DEFAULT_MAX_IMAGE_PIXELS,
     encode_image,
+    file_header_size,
     max_image_pixels,
     read_array,
     set_max_image_pixels,
@@ -94,6 +95,13 @@ def test_header_sizes_of_arrays_and_unknown_data(tmp_path):
     assert header_size(pfm_bytes(np.zeros((41, 29), np.float32))) == (41, 29)
     assert header_size(b"not an image at all") is None
     assert header_size(bomb_png(30000, 30000)) == (30000, 30000)
+
+
+def test_a_frame_header_after_a_large_metadata_block_is_still_found(tmp_path):
+    jpeg = encode_image(np.zeros((37, 53, 3), np.uint8), ".jpg")
+    metadata = b"\xff\xe1" + struct.pack(">H", 60000) + bytes(59998)  # an APP1 (EXIF) block of 60 KB
+    (tmp_path / "exif.jpg").write_bytes(jpeg[:2] + metadata + jpeg[2:])
+    assert file_header_size(tmp_path / "exif.jpg") == (37, 53) == read_array(tmp_path / "exif.jpg").shape[:2]
 
 
 # -- the pixel limit ----------------------------------------------------------------------------------

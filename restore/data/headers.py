@@ -17,9 +17,9 @@ import numpy as np
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NPY_SIGNATURE = b"\x93NUMPY"
-# Enough for the headers above in practice; a JPEG with a large EXIF/ICC block before its frame
-# header may need the whole file (`header_size` then returns None for the prefix).
-HEADER_BYTES = 64 * 1024
+# Enough for PNG, BMP, PNM, WebP and .npy headers; a JPEG's frame header after a large EXIF/ICC block
+# or a TIFF directory at the end of the file needs more (`header_size` returns None for the prefix).
+HEADER_BYTES = 1024
 
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic...): not DHT/JPG/DAC.
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}

@@ -147,14 +147,14 @@ def read_array(path: str | os.PathLike, *, contiguous: bool = True) -> np.ndarra
 
 def file_header_size(path: str | os.PathLike) -> tuple[int, int] | None:
     """(height, width) a file's header declares (see `restore.data.headers`), or None when not known;
-    reads the first 64 KiB (the whole file only for a JPEG whose frame header lies further)."""
+    reads the first KiB, and the whole file only when the header lies further (JPEG EXIF, TIFF)."""
     try:
         with open(path, "rb") as f:
             head = f.read(HEADER_BYTES)
             if not head:
                 raise _empty(str(path))
             size = header_size(head)
-            if size is None and len(head) == HEADER_BYTES and head.startswith(b"\xff\xd8"):
+            if size is None and len(head) == HEADER_BYTES:
                 size = header_size(head + f.read())
     except OSError as exc:
         raise DataError(f"{path}: cannot read this file ({exc.strerror or exc}).") from None
