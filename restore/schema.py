@@ -145,6 +145,8 @@ class Options(Strict):
     val: ValOptions = Field(default_factory=ValOptions)
     logger: LoggerOptions = Field(default_factory=LoggerOptions)
     find_unused_parameters: bool = False
+    max_image_pixels: int = Field(100_000_000, ge=0, description="refuse images with more pixels, read from their "
+                                  "header before decoding (--max-pixels); 0: no limit")
     # BasicSR keys accepted so existing files load; they have no effect here.
     model_type: str | None = None
     num_gpu: int | str | None = None

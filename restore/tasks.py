@@ -4,6 +4,14 @@ A task turns arrays read from disk (``restore.data.io``) into *network space* (f
 usually [0, 1]) and back into *data units* (uint8 images, depth in its own units) for metrics
 and saving. The core's datasets, validation and test runner call only these methods, so a new
 task is one class registered with ``@register_task``.
+
+Most tasks' network space is the plain unit range: `to_pixels` (a per-pixel conversion that keeps
+the dtype, such as gray to RGB or RGB to Y) followed by `to_unit_range`. Such a task keeps
+``unit_range = True``, and training datasets then crop and flip the integer arrays as read,
+convert only the patch, and hand it over as uint8/uint16 for `restore.data.paired.batch_to_device`
+to divide on the device. A task that maps data otherwise (depth's per-image min/max) sets
+``unit_range = False`` and gets whole images through `prepare`; overriding `prepare`,
+`to_network` or `guide_to_network` without declaring ``unit_range`` implies False.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import cv2
 import numpy as np
 
 from restore.data.io import read_array, write_image
@@ -53,6 +62,13 @@ def to_unit_range(img: np.ndarray) -> np.ndarray:
     return img.astype(np.float32)
 
 
+def gray_to_rgb(img: np.ndarray) -> np.ndarray:
+    """An HxWx1 array repeated to HxWx3 (by OpenCV where it can: numpy's repeat is 5-10x slower)."""
+    if img.dtype in (np.uint8, np.uint16, np.float32):
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    return np.repeat(img, 3, axis=2)
+
+
 def quantize_uint8(img: np.ndarray, mode: str = "round") -> np.ndarray:
     """[0, 1] floats to uint8: ``round`` (BasicSR, SRFBN) or ``truncate`` (CARN/DRRN scripts)."""
     scaled = np.clip(img, 0.0, 1.0) * 255.0
@@ -77,6 +93,14 @@ class Task:
     in_chans: int = 3
     out_chans: int = 3
     baseline: dict[str, Any] = {"type": "Identity"}
+    #: Network space = `to_unit_range(to_pixels(raw))`, pixel by pixel (see the module docstring).
+    unit_range: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own_mapping = any(name in cls.__dict__ for name in ("prepare", "to_network", "guide_to_network"))
+        if own_mapping and "unit_range" not in cls.__dict__:
+            cls.unit_range = False  # the fast path's assumption may not hold: do as the class says
 
     def at_scale(self, scale: int) -> Task:
         """This task at another scale (multi-scale training and evaluation)."""
@@ -102,31 +126,42 @@ class Task:
             self.check_lq_size(gt_f.shape[:2], lq_f.shape[:2], name)
         return Sample(gt_f, lq_f, {"name": name})
 
+    def lq_size(self, gt_hw: tuple[int, ...]) -> tuple[int, int]:
+        """(height, width) an LQ must have for a GT of `gt_hw` (cropped to a multiple of the scale or not)."""
+        return gt_hw[0] // self.scale, gt_hw[1] // self.scale
+
     def check_lq_size(self, gt_hw: tuple[int, ...], lq_hw: tuple[int, ...], name: str) -> None:
         """An LQ read from disk must be the (cropped) GT's size divided by the scale."""
-        expected = (gt_hw[0] // self.scale, gt_hw[1] // self.scale)
+        expected = self.lq_size(gt_hw)
         if tuple(lq_hw) != expected:
             raise DataError(f"{name}: LQ is {lq_hw[1]}x{lq_hw[0]} but GT {gt_hw[1]}x{gt_hw[0]} "
                             f"at scale {self.scale} needs LQ {expected[1]}x{expected[0]}.")
 
-    def to_network(self, img: np.ndarray, *, name: str) -> np.ndarray:
-        """One raw array to float32 network space: integers are divided by their maximum."""
-        out = to_unit_range(img)
-        channels = out.shape[2]
+    def to_pixels(self, img: np.ndarray, *, name: str) -> np.ndarray:
+        """One raw array (or a patch of it) in the network's channels, pixel by pixel, its dtype family
+        kept: a gray image is repeated to RGB. Subclasses add per-pixel conversions (colour spaces)."""
+        channels = img.shape[2]
         if channels == self.in_chans:
-            return out
+            return img
         if channels == 1 and self.in_chans == 3:
-            return np.repeat(out, 3, axis=2)
+            return gray_to_rgb(img)
         raise DataError(f"{name}: has {channels} channel(s) but this task needs {self.in_chans}.")
 
+    def to_network(self, img: np.ndarray, *, name: str) -> np.ndarray:
+        """One raw array to float32 network space: integers are divided by their maximum."""
+        return to_unit_range(self.to_pixels(img, name=name))
+
+    def guide_to_pixels(self, img: np.ndarray, *, name: str) -> np.ndarray:
+        """A guide image (the RGB photo of guided depth SR) as RGB, pixel by pixel, dtype kept."""
+        if img.shape[2] == 1:
+            return gray_to_rgb(img)
+        if img.shape[2] != 3:
+            raise DataError(f"{name}: a guide image needs 1 or 3 channels, this one has {img.shape[2]}.")
+        return img
+
     def guide_to_network(self, img: np.ndarray, *, name: str) -> np.ndarray:
-        """A guide image (the RGB photo of guided depth SR) to network space: RGB floats in [0, 1]."""
-        out = to_unit_range(img)
-        if out.shape[2] == 1:
-            return np.repeat(out, 3, axis=2)
-        if out.shape[2] != 3:
-            raise DataError(f"{name}: a guide image needs 1 or 3 channels, this one has {out.shape[2]}.")
-        return out
+        """A guide image to network space: RGB floats in [0, 1]."""
+        return to_unit_range(self.guide_to_pixels(img, name=name))
 
     def degrade(self, gt: np.ndarray, *, rng: np.random.Generator, train: bool, scale: int | None = None) -> np.ndarray:
         """Make the LQ input from a GT array in network space. `scale` overrides the task's

@@ -106,6 +106,8 @@ def run_tests(options: Options, *, weights: str | None, models: str, sets: dict[
             baseline = network_for_task(set_task.baseline, set_task, path="task.baseline")
             nets[str(set_task.baseline["type"])] = baseline.to(device)
         dataset = build_dataset(block, set_task, key, options.manual_seed)
+        if hasattr(dataset, "check_pairs"):  # sizes from headers, every key there: nothing written for a bad set
+            dataset.check_pairs()
         name = block.name or key
         if block.scale is not None and len(sets) > 1:
             name = f"{name}_x{block.scale}" if f"x{block.scale}" not in name.lower() else name

@@ -126,6 +126,8 @@ def build_training(options: Options, device: torch.device | str = "cpu") -> Trai
     train_set = build_dataset(train_block, task, "train", options.manual_seed)
     if len(train_set) == 0:
         raise OptionError("datasets.train: the training dataset is empty.")
+    if hasattr(train_set, "check_pairs"):  # headers only: sizes, patch fits, LMDB keys present
+        train_set.check_pairs()
     val_sets = {}
     for key, block in options.eval_sets("val").items():
         val_task = task.at_scale(block.scale or task.scale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import shutil
 import signal
 import subprocess
@@ -257,3 +258,96 @@ def test_png_encoding_keeps_16_bit_gray_exactly():
     value = encode_value(img[:, :, None])
     assert value.startswith(b"\x89PNG")
     np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(value, np.uint8), cv2.IMREAD_UNCHANGED), img)
+
+
+def _restore(*args: str, preexec_fn=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "restore", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
+
+
+def _finish(process: subprocess.Popen) -> tuple[int, str]:
+    _, err = process.communicate(timeout=600)
+    return process.returncode, " ".join(err.split())
+
+
+@pytest.mark.slow
+def test_a_truncated_lmdb_is_refused_by_test_train_and_data_lmdb_instead_of_a_sigbus(tmp_path, write_options):
+    out = tmp_path / "set5.lmdb"
+    write_lmdb(SET5_HR, out, progress=False, verify=False)
+    data = out / "data.mdb"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])  # a copy cut short (disk full, killed rsync)
+    options = write_options({
+        "name": "truncated", "task": {"type": "sisr", "scale": 2},
+        "network_g": {"type": "MSRResNet", "num_feat": 8, "num_block": 1},
+        "datasets": {"train": {"dataroot_gt": str(out), "gt_size": 32, "batch_size_per_gpu": 2,
+                               "num_worker_per_gpu": 0},
+                     "test": {"name": "set5_lmdb", "dataroot_gt": str(out)}},
+        "path": {"experiments_root": str(tmp_path / "experiments"), "results_root": str(tmp_path / "results")},
+        "train": {"total_iter": 2, "optim_g": {"type": "Adam", "lr": 1e-4}, "pixel_opt": {"type": "L1Loss"}},
+    })
+    runs = {  # before the check, each of these died of SIGBUS (exit 135, no message)
+        "test": _restore("test", "-opt", str(options), "--model", "baseline", "--out", str(tmp_path / "report")),
+        "train": _restore("train", "-opt", str(options), "--no-progress"),
+        "data lmdb": _restore("data", "lmdb", str(SET5_HR), str(out), "--quiet"),
+    }
+    for command, process in runs.items():
+        code, err = _finish(process)
+        assert code == 2, f"restore {command}: exit {code} ({err})"
+        assert f"{data}: truncated or corrupt" in err and "rebuild it with `restore data lmdb`" in err, command
+        assert "Traceback" not in err
+    assert not (tmp_path / "report").exists()
+
+
+def _tmpfs_available(mountpoint: Path) -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs '{mountpoint}'"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_data_lmdb_says_so_and_leaves_a_resumable_lmdb(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    if not _tmpfs_available(small):
+        pytest.skip("cannot mount a small tmpfs here (needs unshare and mount rights); "
+                    "test_a_file_size_limit_during_data_lmdb_is_named_and_resumable covers the write failure")
+    out = small / "set12.lmdb"
+    restore = f"'{sys.executable}' -m restore data lmdb '{SET12}' '{out}' --quiet"
+    compare = (f"from restore.data.sources import open_source; a, b = open_source('{out}'), open_source('{SET12}'); "
+               "import numpy as np; print('identical', all(np.array_equal(a.read(k), b.read(k)) for k in b.keys()))")
+    # A private mount namespace: the 400 KiB file system exists only for this shell and its children.
+    script = textwrap.dedent(f"""
+        mount -t tmpfs -o size=400k tmpfs '{small}' || exit 99
+        {restore} --commit-every 1 --no-verify; echo "first exit $?"
+        mount -o remount,size=64m '{small}'
+        {restore}; echo "second exit $?"
+        '{sys.executable}' -c "{compare}"
+    """)
+    run = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True,
+                         timeout=900)
+    log = " ".join((run.stdout + run.stderr).split())
+    assert "first exit 2" in log, log
+    assert f"{out}: disk full" in log and "run the same command again to finish" in log
+    assert "Input/output error" not in log.split("disk full")[0] and "Traceback" not in log
+    assert "second exit 0" in log and "already there" in log and "identical True" in log, log
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_during_data_lmdb_is_named_and_resumable(tmp_path):
+    out = tmp_path / "set12.lmdb"
+
+    def limit_file_size() -> None:  # what `ulimit -f` does; the write then fails instead of killing
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (400 * 1024, 400 * 1024))
+
+    code, err = _finish(_restore("data", "lmdb", str(SET12), str(out), "--commit-every", "1", "--no-verify",
+                                 "--quiet", preexec_fn=limit_file_size))
+    assert code == 2 and f"{out}: the file size limit (409,600 bytes, `ulimit -f`) was reached" in err, err
+    assert "run the same command again to finish" in err and "Traceback" not in err
+    committed = _committed_entries(out)
+    assert 0 < committed < len(open_source(SET12))
+    report = write_lmdb(SET12, out, progress=False)
+    assert report.skipped == committed and report.verified == len(open_source(SET12))
+    assert_same_images(open_source(out), open_source(SET12))

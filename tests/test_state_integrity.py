@@ -52,7 +52,7 @@ def test_a_damaged_state_is_passed_over_for_the_newest_that_verifies(tmp_path, w
 
     capsys.readouterr()
     assert main(["train", "-opt", str(path), "--no-progress", "--resume", "--set", "train.total_iter=40"]) == 0
-    log = capsys.readouterr().err
+    log = " ".join(capsys.readouterr().err.split())  # the CLI wraps at 100 columns
     assert "training state 00000030 does not verify" in log and f"{damaged} does not match its checksum" in log
     assert "resumed from" in log and "00000020 at iteration 20" in log
     # The damaged state is kept aside for inspection; the resumed run wrote a good 30 of its own.
@@ -83,7 +83,7 @@ def test_a_pickle_payload_in_a_state_is_refused_naming_file_and_global(tmp_path,
         (state / "manifest.json").write_text(json.dumps(manifest))
         capsys.readouterr()
         assert main(["train", "-opt", str(path), "--no-progress", "--resume", "--set", "train.total_iter=20"]) == 2
-        err = capsys.readouterr().err
+        err = " ".join(capsys.readouterr().err.split())  # the CLI wraps at 100 columns
         assert str(state) in err and "system" in err and "refuses" in err, err
         assert "weights_only" not in err and "Traceback" not in err
         assert not marker.exists()
@@ -99,7 +99,7 @@ def test_the_refusal_of_a_foreign_pickle_names_the_global_not_torch_advice(tmp_p
 
     torch.save({"params": Payload()}, tmp_path / "evil.pth")
     assert main(["convert", str(tmp_path / "evil.pth"), str(tmp_path / "out.safetensors")]) == 2
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())  # the CLI wraps at 100 columns
     assert "evil.pth" in err and "system" in err and "weights_only" not in err
     assert not (tmp_path / "out.safetensors").exists()
 
@@ -113,7 +113,7 @@ def test_resuming_a_state_of_another_network_width_is_refused_before_anything_ch
     capsys.readouterr()
     assert main(["train", "-opt", str(path), "--no-progress", "--resume", "--set", "network_g.num_feat=8",
                  "--set", "train.total_iter=20"]) == 2
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())  # the CLI wraps at 100 columns
     assert "written by another network" in err and "different shapes" in err
     assert sorted(str(p) for p in folder.rglob("*")) == before
 
@@ -130,7 +130,7 @@ def nan_weights(tmp_path) -> Path:
 def test_weights_holding_nan_are_refused_on_load_naming_the_tensors(nan_weights, tmp_path, write_options, capsys):
     options = tiny_sisr_options(tmp_path, datasets__val=None, path__pretrain_network_g=str(nan_weights))
     assert main(["train", "-opt", str(write_options(options)), "--dry-run"]) == 2
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())  # the CLI wraps at 100 columns
     assert "nan.safetensors" in err and "NaN or infinite" in err and "weight" in err and "bias" in err
     assert "learning rate" not in err
 
@@ -141,7 +141,7 @@ def test_metadata_that_is_not_an_options_mapping_is_refused(tmp_path, capsys):
                             extra={"restore.network": value})
         assert main(["infer", "--weights", str(path), str(REPO / "datasets/Set5/LR_bicubic/X2/birdx2.png"),
                      str(tmp_path / f"{name}_out")]) == 2
-        err = capsys.readouterr().err
+        err = " ".join(capsys.readouterr().err.split())  # the CLI wraps at 100 columns
         assert f"{name}.safetensors" in err and "not a JSON mapping" in err
         assert not (tmp_path / f"{name}_out").exists()
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from restore.api import OptionError, read_array
-from restore.data.paired import PairedImageDataset, SampleKey
+from restore.data.paired import PairedImageDataset, SampleKey, to_unit_float
 from tests.conftest import DATASETS
 from tests.tasks_helpers import task
 
@@ -40,8 +40,8 @@ def test_training_noise_is_fresh_for_every_sample():
     train = _dataset(task(type="denoise", sigma=25, color="gray"), "train", gt_size=32, use_hflip=False,
                      use_rot=False)
     a, b = train[SampleKey(0, 0, None)], train[SampleKey(0, 1, None)]
-    noise_a, noise_b = a["lq"] - a["gt"], b["lq"] - b["gt"]
-    assert not np.allclose(noise_a, noise_b)
+    noise_a, noise_b = a["lq"] - to_unit_float(a["gt"]), b["lq"] - to_unit_float(b["gt"])  # GT comes as uint8
+    assert noise_a.std() * 255 == pytest.approx(25, rel=0.2) and not np.allclose(noise_a, noise_b)
     again = train[SampleKey(0, 0, None)]  # a sample is a function of its stream position (resumable)
     assert np.array_equal(again["lq"], a["lq"])
 

@@ -59,6 +59,7 @@ class DepthSR(Task):
 
     in_chans = 1
     out_chans = 1
+    unit_range = False  # per-image min/max normalisation: datasets prepare whole maps
 
     def __init__(self, scale: int = 4, downsample: ResizeMethod = "pil",
                  normalize: Literal["minmax", "fixed"] = "minmax", value_range: tuple[float, float] | None = None,

@@ -47,8 +47,8 @@ class ImageTask(Task):
         self.color = color
         self.in_chans = self.out_chans = 3 if color == "rgb" else 1
 
-    def to_network(self, img: np.ndarray, *, name: str) -> np.ndarray:
-        return super().to_network(convert_color(img, self.color, name), name=name)
+    def to_pixels(self, img: np.ndarray, *, name: str) -> np.ndarray:
+        return super().to_pixels(convert_color(img, self.color, name), name=name)
 
     def restoration_metrics(self) -> dict[str, dict[str, Any]]:
         """PSNR/SSIM on the full image in the task's own channels (RGB PSNR for colour, as the

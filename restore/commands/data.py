@@ -26,6 +26,15 @@ then train from it with:
 """
 
 
+def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
+    """``--max-pixels N``, the same for every command that reads images."""
+    parser.add_argument(
+        "--max-pixels", type=int, default=None, metavar="N",
+        help="refuse images of more than N pixels, read from their header before decoding (default: the option "
+        "max_image_pixels, else 100000000; 0: no limit)",
+    )
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "data", help="prepare data sets (folder to LMDB)", description="Prepare data sets for training."
@@ -65,13 +74,16 @@ def _add_lmdb(commands: argparse._SubParsersAction) -> None:
         help="images per transaction; an interruption loses at most these (default 100)",
     )
     lmdb.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_max_pixels_argument(lmdb)
     lmdb.set_defaults(func=_run_lmdb)
 
 
 def _run_lmdb(args: argparse.Namespace) -> int:
+    from restore.data.io import use_max_image_pixels
     from restore.data.lmdb import write_lmdb
     from restore.data.sources import open_source
 
+    use_max_image_pixels(args.max_pixels)
     source = open_source(args.source, meta_info_file=args.meta_info_file)
     report = write_lmdb(
         source, args.output, compress_level=args.compress_level, commit_every=args.commit_every,

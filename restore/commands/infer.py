@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from restore.commands.data import add_max_pixels_argument
+
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -38,6 +40,7 @@ def add_parser(subparsers: Any) -> None:
                         help="where the network runs (default: cuda when available)")
     parser.add_argument("--quantize", choices=("round", "truncate"), default=None,
                         help="how outputs become 8-bit (default round, or val.quantize of -opt)")
+    add_max_pixels_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -118,7 +121,8 @@ def _model(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     net = network_for_task(options.network_g, task)
     load_pretrained(net, weights, strict=options.path.strict_load_g, param_key=options.path.param_key_g)
     val = options.val
-    return net, task, {"tile": val.tile, "tile_overlap": val.tile_overlap, "quantize": val.quantize}
+    return net, task, {"tile": val.tile, "tile_overlap": val.tile_overlap, "quantize": val.quantize,
+                       "max_image_pixels": options.max_image_pixels}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from restore.data.io import read_array
+    from restore.data.io import read_array, use_max_image_pixels
     from restore.data.paired import to_tensor
     from restore.inference import run_network
 
@@ -136,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     guides = _guide_files(args.guide, files)
     device = _device(args.device)
     net, task, defaults = _model(args)
+    use_max_image_pixels(args.max_pixels, defaults.get("max_image_pixels"))
     tile = args.tile if args.tile is not None else defaults.get("tile")
     overlap = args.tile_overlap if args.tile_overlap is not None else defaults.get("tile_overlap", 32)
     quantize = args.quantize or defaults.get("quantize", "round")

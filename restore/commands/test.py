@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from restore.commands.data import add_max_pixels_argument
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -35,12 +37,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="report folder (default results/<name>)")
     p.add_argument("--no-save-img", action="store_true", help="write only the metrics, not the restored images")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_max_pixels_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from restore.data.io import use_max_image_pixels
     from restore.errors import OptionError
     from restore.options import load_options
     from restore.tester import options_from_checkpoint, run_tests, test_sets
@@ -51,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         options = options_from_checkpoint(args.weights, args.dataset)
     else:
         raise OptionError("give an option file (-opt FILE) or --weights FILE with --dataset FOLDER.")
+    use_max_image_pixels(args.max_pixels, options.max_image_pixels)
     if args.quantize and not args.opt:
         options = options.model_copy(update={"val": options.val.model_copy(update={"quantize": args.quantize})})
     if args.guide and not args.dataset:

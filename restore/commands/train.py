@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from restore.commands.data import add_max_pixels_argument
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -31,10 +33,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="CPU threads for the training step (default: OMP_NUM_THREADS, else the cores the load "
                    "average leaves free; data workers use one thread each)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    add_max_pixels_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from restore.data.io import use_max_image_pixels
     from restore.errors import OptionError
     from restore.options import load_options
     from restore.threads import choose_threads
@@ -44,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError(f"--threads: must be 1 or more, got {args.threads}.")
     threads, why = choose_threads(args.threads)
     options = load_options(args.opt, args.set)
+    use_max_image_pixels(args.max_pixels, options.max_image_pixels)
     result = train(options, resume=args.resume, auto_resume=args.auto_resume, dry_run=args.dry_run,
                    progress=not args.no_progress, threads=f"{threads} intra-op thread(s) ({why})")
     if result is None:

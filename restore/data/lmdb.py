@@ -11,22 +11,22 @@ listed as `name.npy (h,w,c) 0`; ``restore.data.io.decode_image`` reads both.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
-import struct
+import resource
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from restore.data.headers import NPY_SIGNATURE, PNG_SIGNATURE, npy_shape, png_size
 from restore.data.io import atomic_write_bytes, decode_image, encode_image
-from restore.data.sources import ImageSource, close_read_handle, open_source
+from restore.data.sources import ImageSource, check_not_truncated, close_read_handle, open_source
 from restore.errors import DataError
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-NPY_SIGNATURE = b"\x93NUMPY"
-_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 _PNG_CHANNELS = {0: 1, 2: 3}  # IHDR colour type -> channels, for the PNGs we write (gray, RGB)
 COMMIT_BYTES = 256 * 2**20  # also commit once this much is pending, to bound memory on large images
 INITIAL_MAP_SIZE = 64 * 2**20  # grown by doubling on MDB_MAP_FULL, so no size has to be guessed
@@ -81,14 +81,12 @@ def encode_value(arr: np.ndarray, compress_level: int = 1) -> bytes:
 
 def stored_shape(value: bytes, where: str) -> tuple[str, tuple[int, ...]]:
     """(extension, HWC shape) of a stored value, from its header when possible (no decoding)."""
-    if value.startswith(PNG_SIGNATURE) and value[12:16] == b"IHDR" and value[25] in _PNG_CHANNELS:
-        width, height = struct.unpack(">II", value[16:24])
-        return ".png", (height, width, _PNG_CHANNELS[value[25]])
+    size = png_size(value) if value.startswith(PNG_SIGNATURE) and len(value) > 25 else None
+    if size is not None and value[25] in _PNG_CHANNELS:
+        return ".png", (*size, _PNG_CHANNELS[value[25]])
     if value.startswith(NPY_SIGNATURE):
-        stream = io.BytesIO(value)
-        version = np.lib.format.read_magic(stream)
-        if version in _NPY_HEADER_READERS:
-            shape = _NPY_HEADER_READERS[version](stream)[0]
+        shape = npy_shape(value)
+        if shape is not None:
             return ".npy", shape + (1,) if len(shape) == 2 else shape
         return ".npy", decode_image(value, where).shape
     ext = ".png" if value.startswith(PNG_SIGNATURE) else ".jpg" if value.startswith(b"\xff\xd8") else ".img"
@@ -125,6 +123,25 @@ def _commit(env, batch: list[tuple[bytes, bytes]]) -> None:
             return
         except lmdb.MapFullError:  # the transaction was aborted; grow and redo it
             env.set_mapsize(env.info()["map_size"] * 2)
+
+
+def _write_failed(exc: Exception, path: Path, pending: int, committed: int) -> DataError:
+    """The error for a write that failed: "disk full" when it was (LMDB reports a write cut short
+    by a full disk as "Input/output error"), the file size limit when that was reached."""
+    free = shutil.disk_usage(path).free
+    code = getattr(exc, "errno", None)
+    data = path / "data.mdb"
+    kept = (f"The {committed} image(s) committed before are kept: run the same command again to finish, "
+            "and it skips them.")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    over_limit = limit != resource.RLIM_INFINITY and data.is_file() and data.stat().st_size + pending >= limit
+    if code == errno.EFBIG or (code != errno.ENOSPC and over_limit):
+        return DataError(f"{path}: the file size limit ({limit:,} bytes, `ulimit -f`) was reached while writing "
+                         f"({exc}). Raise the limit. {kept}")
+    if code in (errno.ENOSPC, errno.EDQUOT) or free < pending + 2**20:
+        return DataError(f"{path}: disk full: writing failed ({exc}) with {free / 2**20:.1f} MiB free on its file "
+                         f"system. Free some space (or move {path.name} where there is room). {kept}")
+    return DataError(f"{path}: writing failed ({type(exc).__name__}: {exc}). {kept}")
 
 
 def _arrays_equal(a: np.ndarray, b: np.ndarray) -> bool:
@@ -170,8 +187,17 @@ def write_lmdb(
 
     path.mkdir(parents=True, exist_ok=True)
     close_read_handle(path)  # LMDB allows one handle per process; readers here reopen theirs later
-    env = lmdb.open(str(path), map_size=initial_map_size, readahead=False, meminit=False)
     try:
+        env = lmdb.open(str(path), map_size=initial_map_size, readahead=False, meminit=False)
+    except lmdb.Error as exc:
+        data = path / "data.mdb"
+        if isinstance(exc, lmdb.DiskError) or not data.is_file() or data.stat().st_size == 0:
+            raise _write_failed(exc, path, 0, 0) from None
+        raise DataError(f"{data}: cannot open it ({exc}); it is truncated or corrupt. Delete it and run the "
+                        "command again to rebuild it with `restore data lmdb`.") from None
+    written = skipped = pending_bytes = 0
+    try:
+        check_not_truncated(env, path)  # before a page of it is read: a truncated map means SIGBUS
         with env.begin() as txn:
             committed = {k.decode() for k in txn.cursor().iternext(keys=True, values=False)}
         foreign = sorted(committed.difference(keys))
@@ -181,7 +207,6 @@ def write_lmdb(
                 f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); it was written from another "
                 "source. Delete it or choose another path."
             )
-        written = skipped = pending_bytes = 0
         batch: list[tuple[bytes, bytes]] = []
         with _progress(len(keys), f"write {path.name}", progress) as bar:
             for key in keys:
@@ -215,6 +240,8 @@ def write_lmdb(
                 lines.append(f"{key}{ext} ({','.join(map(str, shape))}) {level}\n")
         atomic_write_bytes(path / "meta_info.txt", "".join(lines).encode())
         map_size = env.info()["map_size"]
+    except (lmdb.Error, OSError) as exc:  # writing failed (a full disk, a size limit...); what was committed stays
+        raise _write_failed(exc, path, pending_bytes, written + skipped) from None
     finally:
         env.close()
     return LmdbReport(

@@ -19,7 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from restore.data.io import decode_image, list_files, read_array
+from restore.data.headers import header_size
+from restore.data.io import (
+    check_pixels,
+    decode_image,
+    file_header_size,
+    list_files,
+    max_image_pixels,
+    read_array,
+    set_max_image_pixels,
+)
 from restore.errors import DataError, did_you_mean
 
 BACKENDS = ("auto", "disk", "lmdb")
@@ -31,7 +40,10 @@ _META_LINE = re.compile(r"^(?P<name>\S+)(?:\s+\((?P<shape>\d+(?:,\s*\d+)*)\)(?:\
 
 
 class ImageSource(ABC):
-    """Sorted keys -> raw HWC arrays. Subclasses must be picklable (DataLoader workers)."""
+    """Sorted keys -> raw HWC arrays. Subclasses must be picklable (DataLoader workers).
+
+    A pickled source carries this process's pixel limit (`restore.data.io.set_max_image_pixels`) and
+    sets it where it is unpickled, so DataLoader workers started by spawn bound their reads too."""
 
     root: str
 
@@ -40,15 +52,33 @@ class ImageSource(ABC):
         """The keys, sorted. The list is shared: copy it before shuffling."""
 
     @abstractmethod
-    def read(self, key: str) -> np.ndarray:
-        """The HWC array for `key` (dtype kept); DataError naming the file or key when it cannot."""
+    def read(self, key: str, *, contiguous: bool = True) -> np.ndarray:
+        """The HWC array for `key` (dtype kept); DataError naming the file or key when it cannot.
+        `contiguous=False` allows a view with reversed strides (cheaper when the caller crops first)."""
 
     @abstractmethod
     def describe(self, key: str) -> str:
         """Where `key` lives, for messages: 'datasets/Set5/HR/baby.png' or 'x.lmdb[baby]'."""
 
+    def size(self, key: str) -> tuple[int, int]:
+        """(height, width) of `key`'s image, from its header where the format allows (no decoding),
+        checked against the pixel limit."""
+        height, width = self.read(key).shape[:2]
+        return height, width
+
+    def check_complete(self) -> None:  # noqa: B027 (a check most sources have nothing to do for)
+        """DataError when an image the source lists is not there (an LMDB's meta_info vs its database)."""
+
     def __len__(self) -> int:
         return len(self.keys())
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_max_image_pixels": max_image_pixels()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        set_max_image_pixels(state.pop("_max_image_pixels", max_image_pixels()))
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root!r}, {len(self)} images)"
@@ -134,30 +164,49 @@ class FolderSource(ImageSource):
     def describe(self, key: str) -> str:
         return str(self.path(key))
 
-    def read(self, key: str) -> np.ndarray:
+    def read(self, key: str, *, contiguous: bool = True) -> np.ndarray:
         path = self.path(key)
+        if self.read_file is read_array:
+            return read_array(path, contiguous=contiguous)
         try:
-            arr = self.read_file(path)
+            arr = _as_hwc(np.asarray(self.read_file(path)), str(path))
         except DataError:
             raise
         except Exception as exc:  # a task's own reader: still name the file
             raise DataError(f"{path}: cannot read this file ({type(exc).__name__}: {exc}).") from None
-        return _as_hwc(np.asarray(arr), str(path))
+        check_pixels(arr.shape[0], arr.shape[1], str(path))
+        return arr
+
+    def size(self, key: str) -> tuple[int, int]:
+        path = self.path(key)
+        size = file_header_size(path)
+        if size is None:  # a format without a parsed header (.mat, .h5...): read it
+            return super().size(key)
+        check_pixels(*size, str(path))
+        return size
 
 
 # One read-only handle per LMDB per process: LMDB forbids opening an environment twice in a process
-# (py-lmdb refuses it), and a handle must not be used across fork(). Sources share these handles
-# (the first to open one sets its readahead).
-_HANDLES: dict[str, tuple[int, Any]] = {}  # real path -> (pid that opened it, environment)
+# (py-lmdb refuses it, whatever path names it), and a handle must not be used across fork(). Sources
+# share these handles (the first to open one sets its readahead).
+_HANDLES: dict[tuple[int, int], tuple[int, Any]] = {}  # data.mdb (device, inode) -> (pid that opened it, env)
 _HANDLES_LOCK = threading.Lock()
+
+
+def _handle_key(root: str | os.PathLike) -> tuple[int, int] | None:
+    try:
+        stat = (Path(root) / "data.mdb").stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _read_handle(root: str, readahead: bool) -> Any:
     import lmdb
 
-    real = os.path.realpath(root)
+    key = _handle_key(root)
     with _HANDLES_LOCK:
-        pid, env = _HANDLES.get(real, (None, None))
+        pid, env = _HANDLES.get(key, (None, None)) if key is not None else (None, None)
         if pid == os.getpid():
             return env
         if env is not None:  # inherited through fork: closing it is the one safe use, and lets us reopen
@@ -165,24 +214,46 @@ def _read_handle(root: str, readahead: bool) -> Any:
         try:
             env = lmdb.open(root, readonly=True, lock=False, readahead=readahead, meminit=False)
         except lmdb.Error as exc:
-            raise DataError(f"{root}: cannot open this LMDB ({exc}).") from None
-        _HANDLES[real] = (os.getpid(), env)
+            raise DataError(f"{root}: cannot open this LMDB ({exc}); it is truncated or corrupt; rebuild it with "
+                            "`restore data lmdb`.") from None
+        try:
+            check_not_truncated(env, root)
+        except DataError:
+            env.close()
+            raise
+        _HANDLES[_handle_key(root)] = (os.getpid(), env)
         return env
 
 
 def close_read_handle(root: str | os.PathLike) -> None:
     """Close this process's read handle on the LMDB `root`, if any (before writing to it)."""
+    key = _handle_key(root)
     with _HANDLES_LOCK:
-        _, env = _HANDLES.pop(os.path.realpath(root), (None, None))
+        _, env = _HANDLES.pop(key, (None, None)) if key is not None else (None, None)
         if env is not None:
             env.close()
+
+
+def check_not_truncated(env: Any, root: str | os.PathLike) -> None:
+    """DataError when data.mdb is shorter than the pages the environment says it uses.
+
+    LMDB maps the file into memory: reading a page past its end kills the process with SIGBUS,
+    with no message, so this is checked on opening, before any page other than the meta pages
+    (read when the environment is opened) is touched."""
+    data = Path(root) / "data.mdb"
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = data.stat().st_size
+    if size < needed:
+        raise DataError(f"{data}: truncated or corrupt ({size:,} bytes, but the database uses {needed:,}); "
+                        "rebuild it with `restore data lmdb` (delete it first).")
 
 
 class LmdbSource(ImageSource):
     """A BasicSR-layout LMDB (``data.mdb``, ``lock.mdb``, ``meta_info.txt``; keys = names without extension).
 
-    The environment is opened on the first read, read-only and without locking (the BasicSR way), and
-    opened again in each process that reads: a handle must not cross a fork into DataLoader workers.
+    The environment is opened when the source is made (a truncated data.mdb is refused then), read-only
+    and without locking (the BasicSR way), and opened again in each process that reads: a handle must
+    not cross a fork into DataLoader workers.
 
     `readahead` differs from BasicSR's default (off): with it off, reading an image that is not in the
     page cache faults its pages in one at a time, which `benchmarks/bench_lmdb.py` measured 3-12x
@@ -209,6 +280,7 @@ class LmdbSource(ImageSource):
         entries = parse_meta_info(meta)
         self.shapes = {key_of(name): shape for name, shape in entries}
         self._keys = sorted(self.shapes)
+        _read_handle(self.root, readahead)  # refuse a truncated database now, not with a SIGBUS mid-run
 
     def keys(self) -> list[str]:
         return self._keys
@@ -228,8 +300,30 @@ class LmdbSource(ImageSource):
             )
         return data
 
-    def read(self, key: str) -> np.ndarray:
-        return decode_image(self.read_bytes(key), self.describe(key))
+    def read(self, key: str, *, contiguous: bool = True) -> np.ndarray:
+        return decode_image(self.read_bytes(key), self.describe(key), contiguous=contiguous)
+
+    def size(self, key: str) -> tuple[int, int]:
+        shape = self.shapes.get(key)
+        if shape is None or len(shape) < 2:  # a bare name in meta_info: the stored value's header
+            size = header_size(self.read_bytes(key))
+            if size is None:
+                return super().size(key)
+        else:
+            size = shape[0], shape[1]
+        check_pixels(*size, self.describe(key))
+        return size
+
+    def check_complete(self) -> None:
+        with _read_handle(self.root, self.readahead).begin(write=False) as txn:
+            stored = {k.decode() for k in txn.cursor().iternext(keys=True, values=False)}
+        missing = [key for key in self._keys if key not in stored]
+        if missing:
+            raise DataError(
+                f"{self.describe(missing[0])}: listed in {self.meta_info_file} but missing from "
+                f"{Path(self.root) / 'data.mdb'} ({len(missing)} key(s) missing: {', '.join(missing[:5])}); the LMDB "
+                "is incomplete or its meta_info belongs to another one. Rebuild it with `restore data lmdb`."
+            )
 
 
 # scikit-image's real photographs that ship inside the wheel (no pooch download). Synthetic images
@@ -280,7 +374,7 @@ class SkimageSource(ImageSource):
         view = _STEREO_VIEWS.get(key)
         return f"skimage.data.stereo_motorcycle()[{view}]" if view is not None else f"skimage.data.{key}()"
 
-    def read(self, key: str) -> np.ndarray:
+    def read(self, key: str, *, contiguous: bool = True) -> np.ndarray:
         where = self.describe(key)
         try:
             return _skimage_photo(key).copy()
