@@ -5,9 +5,9 @@ global rank 0 writes the experiment folder."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -18,6 +18,7 @@ from tests.conftest import REPO, tiny_sisr_options
 pytestmark = pytest.mark.slow
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]  # `torchrun`, whether or not its script is on PATH
 
 
 def _free_port() -> int:
@@ -31,19 +32,17 @@ def _train(path, name: str) -> list[str]:
 
 
 def test_two_nodes_train_to_the_weights_of_two_processes_on_one_node(tmp_path, write_options):
-    if shutil.which("torchrun") is None:
-        pytest.skip("torchrun not on PATH")
     options = tiny_sisr_options(tmp_path, train__total_iter=20, datasets__train__batch_size_per_gpu=2,
                                 logger__save_checkpoint_freq=20)
     path = write_options(options)
-    one_node = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", *_train(path, "one_node")],
+    one_node = subprocess.run([*TORCHRUN, "--standalone", "--nproc_per_node", "2", *_train(path, "one_node")],
                               cwd=REPO, capture_output=True, text=True, timeout=900, env=ENV)
     assert one_node.returncode == 0, one_node.stderr[-3000:]
 
     endpoint = f"127.0.0.1:{_free_port()}"
     nodes = [
         subprocess.Popen(
-            ["torchrun", "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank),
+            [*TORCHRUN, "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank),
              "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint, "--rdzv_id", "restore-multinode-test",
              *_train(path, "two_nodes")],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
