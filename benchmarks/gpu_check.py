@@ -71,7 +71,7 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(iterations=4, print_freq=2, batch=2, lq_patch=16, tile=96, workers=0,
+        return cls(iterations=4, print_freq=2, batch=2, lq_patch=16, workers=0,
                    network={"type": "UPS_S", "depths": [2], "embed_dim": 16},
                    latency_output=(64, 64), latency_runs=1, ps_options=("ps_srfbn_x2_released_test.yml",),
                    multi_iterations=2)
