@@ -106,10 +106,14 @@ def _pair(value: int | Sequence[int]) -> list[int]:
     return [value, value] if isinstance(value, int) else list(value)
 
 
+def _resolve(module: Any) -> Any:
+    """The module a sharing scheme's reference runs (the `recursive` scheme hands out `SharedRef`s)."""
+    return module.target if isinstance(module, SharedRef) else module
+
+
 def _conv_call(conv: nn.Module) -> tuple[bool, torch.Tensor, torch.Tensor | None, dict[str, Any]] | None:
     """(transposed, weight, bias, geometry) of a plain (transposed) conv or a PS conv, else None."""
-    if isinstance(conv, SharedRef):
-        conv = conv.target
+    conv = _resolve(conv)
     if isinstance(conv, PSConv2d):
         geometry = {"padding": _pair(conv.padding), "stride": _pair(conv.stride),
                     "dilation": _pair(getattr(conv, "dilation", 1)), "groups": getattr(conv, "groups", 1)}
@@ -126,6 +130,7 @@ def _conv_call(conv: nn.Module) -> tuple[bool, torch.Tensor, torch.Tensor | None
 
 def _post_op(act: Activation) -> tuple[str, list[float]] | None:
     """oneDNN's name and scalars for `act`, or None when it has no post-op equivalent."""
+    act = _resolve(act)
     if act is None:
         return "none", []
     if act == "relu" or type(act) is nn.ReLU:
@@ -145,7 +150,7 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     if x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last):
         return x
     if x.shape[1] == 1:  # torch keeps NCHW strides for one channel; oneDNN reads the strides
-        n, _, h, w = x.shape
+        _, _, h, w = x.shape
         return x.contiguous().as_strided(x.shape, (h * w, 1, w, 1))
     return x.contiguous(memory_format=torch.channels_last)
 
@@ -175,7 +180,7 @@ def conv_act(x: torch.Tensor, conv: nn.Module, act: Activation = None,
 
 
 def is_activation(module: nn.Module) -> bool:
-    return type(module) in (nn.ReLU, nn.PReLU)
+    return type(_resolve(module)) in (nn.ReLU, nn.PReLU)
 
 
 class FusedSequential(nn.Sequential):
