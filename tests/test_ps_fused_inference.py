@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from restore_ps.common import can_fuse, conv_act, fused_inference
 
 from restore.api import build_network, materialize
 from restore.profile import count_flops
-from restore_ps.common import can_fuse, conv_act, fused_inference
 
 NETWORKS = [  # small widths, every sharing scheme the archs are written for
     ({"type": "DRRN_PS", "num_features": 16, "num_units": 3}, None),
