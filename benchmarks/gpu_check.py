@@ -49,6 +49,10 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# Check this checkout's code (core and plugins), whichever copy of restore is installed; the
+# installed metadata only names the plugins. Child processes get the same path.
+CHECKOUT_PATH = [str(REPO), str(REPO / "plugins")]
+sys.path[:0] = CHECKOUT_PATH
 STEPS = ("train", "latency", "ps", "multi")
 RESULT_TAG = "GPU_CHECK_RESULT "  # children print one JSON line after this tag
 
@@ -93,8 +97,9 @@ def print_table(title: str, header: list[str], rows: list[Row]) -> None:
 
 
 def run(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 1200) -> subprocess.CompletedProcess:
+    python_path = os.pathsep.join([*CHECKOUT_PATH, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": python_path, **(env or {})})
 
 
 def child_result(done: subprocess.CompletedProcess) -> dict[str, Any]:

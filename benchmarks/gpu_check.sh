@@ -10,6 +10,8 @@
 #
 # It needs only the working tree (datasets/, scikit-image's photos) and, for the PS step, the
 # authors' weights in ../shared/weights/ps (or $RESTORE_WEIGHTS_DIR); see benchmarks/gpu_check.py.
+# restore must be installed once (`pip install -e .`, for its dependencies and plugin entry points);
+# the code that runs is this checkout's. PYTHON picks the interpreter (default: python).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 exec "${PYTHON:-python}" benchmarks/gpu_check.py "$@"
