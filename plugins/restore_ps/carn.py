@@ -13,11 +13,18 @@ import math
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from restore.api import ArchInfo, build_sharing, register_arch
-from restore_ps.common import SharingOption, check_scale, mean_shift, ps_sharing, require_rgb
+from restore_ps.common import (
+    FusedSequential,
+    SharingOption,
+    check_scale,
+    conv_act,
+    mean_shift,
+    ps_sharing,
+    require_rgb,
+)
 
 MULTI_SCALE = ArchInfo(multi_scale=True, shares_parameters=True)
 
@@ -38,7 +45,7 @@ class Body(nn.Module):
 
     def __init__(self, *layers: nn.Module) -> None:
         super().__init__()
-        self.body = nn.Sequential(*layers)
+        self.body = FusedSequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -58,7 +65,7 @@ class ResidualUnit(nn.Module):
         self.conv2 = sharing.conv2d(f"{slot}.conv2", channels, channels, 3, 1, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x + self.conv2(F.relu(self.conv1(x))))
+        return conv_act(conv_act(x, self.conv1, "relu"), self.conv2, "relu", residual=x)
 
 
 def cascade(x: torch.Tensor, stages: list[tuple[nn.Module, nn.Module]]) -> torch.Tensor:
@@ -127,10 +134,10 @@ class CARNet(nn.Module):
 
     def forward(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         check_scale("CARN", scale, self.scales)
-        features = self.entry(self.sub_mean(x))
+        features = conv_act(self.sub_mean(x), self.entry)
         stages = [(partial(self.get_submodule(f"b{i}"), scale=scale), self.get_submodule(f"c{i}")) for i in (1, 2, 3)]
         out = cascade(features, stages)
-        return self.add_mean(self.exit(self.upsample(out, scale)))
+        return self.add_mean(conv_act(self.upsample(out, scale), self.exit))
 
 
 @register_arch(name="CARN_PS", info=MULTI_SCALE)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from restore.api import ArchInfo, build_sharing, register_arch
-from restore_ps.common import SharingOption, check_scale, ps_sharing, require_rgb
+from restore_ps.common import SharingOption, check_scale, conv_act, ps_sharing, require_rgb
 
 MULTI_SCALE_Y = ArchInfo(multi_scale=True, shares_parameters=True, supports_half=False)
 
@@ -39,15 +39,20 @@ def ycbcr_normalised_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
 
 
 class PreActUnit(nn.Module):
-    """DRRN's pre-activation residual branch: conv2(relu(conv1(relu(h)))) (no BN)."""
+    """DRRN's pre-activation residual unit (no BN), ``h -> conv2(relu(conv1(relu(h)))) + h0``.
+
+    It takes and returns the *activated* state: ``relu(h) -> relu(conv2(relu(conv1(relu(h)))) + h0)``.
+    Every consumer of the state (the next unit, the exit) applies ReLU first, so this is the same
+    network with each ReLU moved into the op that produces its input, where it fuses (`conv_act`).
+    """
 
     def __init__(self, sharing: nn.Module, channels: int, bias: bool) -> None:
         super().__init__()
         self.conv1 = sharing.conv2d("conv1", channels, channels, 3, 1, 1, bias=bias)
         self.conv2 = sharing.conv2d("conv2", channels, channels, 3, 1, 1, bias=bias)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.conv2(F.relu(self.conv1(F.relu(h))))
+    def forward(self, state: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        return conv_act(conv_act(state, self.conv1, "relu"), self.conv2, "relu", residual=h0)
 
 
 class ScaleUnits(nn.Module):
@@ -58,8 +63,8 @@ class ScaleUnits(nn.Module):
         for s in scales:
             self.add_module(f"b1_x{s}", PreActUnit(sharing, channels, bias))
 
-    def forward(self, h: torch.Tensor, scale: int) -> torch.Tensor:
-        return self.get_submodule(f"b1_x{scale}")(h)
+    def forward(self, state: torch.Tensor, h0: torch.Tensor, scale: int) -> torch.Tensor:
+        return self.get_submodule(f"b1_x{scale}")(state, h0)
 
 
 class DRRNet(nn.Module):
@@ -88,11 +93,11 @@ class DRRNet(nn.Module):
         up = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0.0, 1.0)
         ycc = rgb_to_ycbcr_normalised(up)
         y = ycc[:, :1]
-        h0 = self.entry(y)
-        h = h0
+        h0 = conv_act(y, self.entry)
+        state = F.relu(h0)  # relu(h), h = h0 + the units so far (see PreActUnit)
         for n in range(1, self.num_units + 1):
-            h = self.get_submodule(f"b{n}")(h, scale) + h0
-        y_sr = self.exit(F.relu(h)) + y
+            state = self.get_submodule(f"b{n}")(state, h0, scale)
+        y_sr = conv_act(state, self.exit) + y
         return ycbcr_normalised_to_rgb(torch.cat([y_sr, ycc[:, 1:]], 1))
 
 

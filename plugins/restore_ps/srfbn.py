@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from restore.api import ArchInfo, OptionError, build_sharing, register_arch
-from restore_ps.common import SharingOption, mean_shift, ps_sharing, require_rgb
+from restore_ps.common import FusedSequential, SharingOption, mean_shift, ps_sharing, require_rgb
 
 # scale -> (kernel size, stride, padding) of the projection (de)convs, as in SRFBN
 GEOMETRY = {2: (6, 2, 2), 3: (7, 3, 2), 4: (8, 4, 2), 8: (12, 8, 2)}
@@ -27,9 +27,9 @@ PS_GAMMA = {2: "18/24", 3: "19/24", 4: "20/24"}
 SINGLE_SCALE = ArchInfo(shares_parameters=True)
 
 
-def conv_prelu(conv: nn.Module) -> nn.Sequential:
+def conv_prelu(conv: nn.Module) -> FusedSequential:
     """SRFBN's ConvBlock/DeconvBlock: a conv followed by a one-parameter PReLU (init 0.2)."""
-    return nn.Sequential(conv, nn.PReLU(num_parameters=1, init=0.2))
+    return FusedSequential(conv, nn.PReLU(num_parameters=1, init=0.2))
 
 
 class FeedbackBlock(nn.Module):
@@ -44,7 +44,7 @@ class FeedbackBlock(nn.Module):
         self.upBlocks = nn.ModuleList(conv_prelu(nn.ConvTranspose2d(f, f, k, s, p)) for _ in range(num_groups))
         # Index t*G + g is the down-projection used at step t, group g (the released layout).
         self.downBlocks = nn.ModuleList(
-            nn.Sequential(
+            FusedSequential(
                 sharing.conv2d(f"down{g}", f, f, k, s, p, bias=down_bias),
                 sharing.module(f"down{g}", lambda: nn.PReLU(num_parameters=1, init=0.2)),
             )
@@ -87,7 +87,7 @@ class FeedbackNetwork(nn.Module):
         self.feat_in = conv_prelu(nn.Conv2d(4 * f, f, 1))
         self.block = FeedbackBlock(self.sharing, f, num_groups, num_steps, (k, s, p), down_bias)
         self.out = conv_prelu(nn.ConvTranspose2d(f, f, k, s, p))
-        self.conv_out = nn.Sequential(nn.Conv2d(f, out_chans, 3, 1, 1))
+        self.conv_out = FusedSequential(nn.Conv2d(f, out_chans, 3, 1, 1))
         self.add_mean = mean_shift(+1, data_range)
         self.sharing.finalize()
         self._init_weights()
