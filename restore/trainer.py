@@ -29,7 +29,7 @@ from restore.build import (
     load_pretrained,
     network_for_task,
 )
-from restore.checkpoint import save_weights
+from restore.checkpoint import require_plugins, save_weights
 from restore.data.catalog import check_paths
 from restore.data.paired import TrainBatchSampler
 from restore.errors import OptionError, RestoreError
@@ -115,6 +115,9 @@ def train(options: Options, *, resume: str | bool | None = None, dry_run: bool =
         raise OptionError("train: missing; an option file for `restore train` needs a train block.")
     if "train" not in options.datasets:
         raise OptionError("datasets.train: missing; `restore train` needs a training dataset.")
+    # weights this run will load name the packages they need: say which before options fail on a name
+    require_plugins(options.path.pretrain_network_g,
+                    experiment_dir(options) / "models" / "net_g_latest.safetensors" if resume else None)
     check_registered_blocks(options)
     check_paths(options.datasets)
     if dry_run:
