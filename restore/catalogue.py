@@ -178,5 +178,5 @@ def listing(registries: list[str]) -> list[Listed]:
 
 
 def shows_without_import(manifest: Manifest | None) -> bool:
-    """Whether `restore plugins` can list a plugin from its manifest alone."""
+    """Whether `restore plugins` can list a plugin from its manifest alone (a generated one)."""
     return manifest is not None and manifest.detailed

@@ -117,6 +117,8 @@ class Registry:
 
     def _claim(self, key: str, entry: Entry) -> bool:
         """Whether `entry` may take `key`; settles clashes by the module docstring's rules."""
+        if key in self._ambiguous and not _is_third_party(entry.plugin):
+            del self._ambiguous[key]  # a built-in whose manifest missed the name: it is still its name
         if key in self._ambiguous:
             self._ambiguous[key].append(entry.plugin or "?")
             self._refuse(entry.plugin, key, f"is also registered by {_plugin_list(self._ambiguous[key][:-1])}; "
