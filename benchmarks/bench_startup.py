@@ -1,7 +1,8 @@
 """Start-up cost of `restore` commands: CPU and wall seconds of fresh processes, median of N.
 
-Measures ``restore --help``, ``restore plugins``, ``restore test --help`` and
-``python -c "import restore.api"`` (the floor of any command that builds a network) for the
+Measures ``restore --help``, ``restore plugins``, ``restore test --help``,
+``python -c "import restore.api"`` (the floor of any command that builds a network) and building a
+small DRRN_PS from its registered name (what every command that runs a network starts with) for the
 current tree and, with ``--baseline-rev REV``, for that commit extracted into a temporary folder
 (``git archive``) and run from there with the same interpreter, in the same run: the two trees
 alternate within every round, so machine load affects both alike. CPU = user + system time of the
@@ -34,6 +35,8 @@ COMMANDS = {  # label: (arguments after the interpreter, goal as (measure, secon
     "restore plugins": (["-m", "restore", "plugins"], ("CPU", 2.0)),
     "restore test --help": (["-m", "restore", "test", "--help"], None),
     "import restore.api": (["-c", "import restore.api"], None),
+    "build DRRN_PS (one lookup)": (["-c", "from restore.api import build_network; "
+                                    "build_network({'type': 'DRRN_PS', 'num_features': 8}, scale=2)"], None),
 }
 
 

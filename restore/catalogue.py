@@ -158,10 +158,24 @@ def manifest_differences(record: PluginRecord) -> list[str]:
         if extra:
             problems.append(f"{key}: declares {', '.join(extra)} which the plugin does not register")
         if manifest.detailed:
-            changed = sorted(n for n in set(have) & set(declared) if have[n] != declared[n])
+            foreign = _foreign_names(record, key)  # their docs follow another package's version: not compared
+            changed = sorted(n for n in set(have) & set(declared)
+                             if _comparable(have[n], n in foreign) != _comparable(declared[n], n in foreign))
             if changed:
                 problems.append(f"{key}: details changed for {', '.join(changed)}")
     return problems
+
+
+def _foreign_names(record: PluginRecord, key: str) -> set[str]:
+    """Names the plugin registers for objects defined outside its own package (torch's, basicsr's)."""
+    own = tuple(record.packages)
+    return {e.name for e in REGISTRIES[key].loaded_entries() if e.plugin == record.name
+            and not any(getattr(e.obj, "__module__", "") == p or getattr(e.obj, "__module__", "").startswith(p + ".")
+                        for p in own)}
+
+
+def _comparable(details: Mapping[str, Any], foreign: bool) -> dict[str, Any]:
+    return {k: v for k, v in details.items() if not (foreign and k == "doc")}
 
 
 def listing(registries: list[str]) -> list[Listed]:
