@@ -11,6 +11,7 @@ PYTHONPATH of a fresh `restore` process.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -131,12 +132,11 @@ def installed(tmp_path_factory) -> dict[str, Path]:
 
 
 def _env(*targets: Path) -> dict[str, str]:
-    return {"PYTHONPATH": ":".join(str(t) for t in targets)}
+    """The environment of a process that also sees the packages installed in `targets`."""
+    return {"PYTHONPATH": os.pathsep.join([*map(str, targets), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def _python(code: str, *targets: Path) -> subprocess.CompletedProcess:
-    import os
-
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True, text=True,
                           timeout=600, env={**os.environ, **_env(*targets)})
 
