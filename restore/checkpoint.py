@@ -1,5 +1,9 @@
 """Weights on disk: safetensors files with the network options in their metadata, and safe loading.
 
+The metadata also records the provenance of every registered name the options use (the arch, the
+sharing schemes, nested ones included, and the task): which package and version provided it. A
+file whose names are not registered here is refused with the package to install.
+
 Nothing here unpickles arbitrary objects. Foreign ``.pth`` files are read with
 ``torch.load(weights_only=True)``, optionally widened by an allow-list of harmless numpy types
 (released training checkpoints often hold numpy scalars in their logs).
@@ -24,13 +28,15 @@ from restore.errors import CheckpointError
 FORMAT = "restore.weights/1"
 NETWORK_KEY = "restore.network"
 TASK_KEY = "restore.task"
+PROVENANCE_KEY = "restore.provenance"
 
 
 def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], *,
                  network: Mapping[str, Any] | None = None, task: Mapping[str, Any] | None = None,
                  extra: Mapping[str, str] | None = None) -> Path:
     """Write a state_dict as safetensors, atomically. `network` (the ``network_g`` options) and
-    `task` (the ``task`` options) go into the metadata so the file alone rebuilds its model."""
+    `task` (the ``task`` options) go into the metadata so the file alone rebuilds its model, with
+    the package that provided each registered name they use (`provenance`)."""
     return atomic_write_bytes(path, encode_weights(state_dict, network=network, task=task, extra=extra, path=path))
 
 
@@ -44,6 +50,9 @@ def encode_weights(state_dict: Mapping[str, torch.Tensor], *, network: Mapping[s
         metadata[NETWORK_KEY] = json.dumps(dict(network))
     if task is not None:
         metadata[TASK_KEY] = json.dumps(dict(task))
+    needs = provenance(network, task)
+    if needs:
+        metadata[PROVENANCE_KEY] = json.dumps(needs, sort_keys=True)
     try:
         return st_save_bytes(tensors, metadata=metadata)
     except RuntimeError as exc:  # tensors sharing storage
@@ -51,7 +60,8 @@ def encode_weights(state_dict: Mapping[str, torch.Tensor], *, network: Mapping[s
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a safetensors file: (state_dict, metadata with ``network``/``task`` decoded if present)."""
+    """Read a safetensors file: (state_dict, metadata with ``network``/``task``/``provenance`` decoded
+    if present). Refuses a file that needs a name no installed plugin registers, naming its package."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file.")
@@ -69,8 +79,108 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     for key, name in ((NETWORK_KEY, "network"), (TASK_KEY, "task")):
         if key in meta:
             meta[name] = _decode_options(meta.pop(key), path, key)
+    if PROVENANCE_KEY in meta:
+        meta["provenance"] = _decode_provenance(meta.pop(PROVENANCE_KEY), path)
+        require_registered(path, meta["provenance"])
     check_finite(tensors, path)
     return tensors, meta
+
+
+# -- provenance: which package provided each registered name ------------------------------------------
+
+_KINDS = {"arch": "archs", "sharing": "sharing", "task": "tasks"}
+
+
+def provenance(network: Mapping[str, Any] | None, task: Mapping[str, Any] | None) -> dict[str, str]:
+    """``{"arch:DRRN_PS": "restore 0.1.0", "sharing:templates": "restore-templates 0.2.0", ...}``
+    for the registered names the options use (names no plugin provides are left out)."""
+    from restore.registry import REGISTRIES
+
+    found = {}
+    for kind, name in used_names(network, task):
+        record = REGISTRIES[_KINDS[kind]].provider(name)
+        if record is not None and record.distribution != "?":
+            found[f"{kind}:{name}"] = record.distribution
+    return found
+
+
+def used_names(network: Mapping[str, Any] | None, task: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """(kind, name) of the arch, every sharing scheme (nested ones, e.g. a compose scheme's rules) and
+    the task that options name."""
+    names: list[tuple[str, str]] = []
+    if network and isinstance(network.get("type"), str):
+        names.append(("arch", network["type"]))
+    if network and network.get("sharing") is not None:
+        names += [("sharing", n) for n in _scheme_names(network["sharing"], top=True)]
+    if task and isinstance(task.get("type"), str):
+        names.append(("task", task["type"]))
+    return list(dict.fromkeys(names))
+
+
+def _scheme_names(spec: Any, top: bool) -> list[str]:
+    """Scheme names in a sharing option: ``type`` of every mapping, and strings that name a scheme
+    (a compose rule's ``scheme: unified_projection``) -- not slot patterns or other strings."""
+    from restore.registry import SHARING
+
+    if isinstance(spec, str):
+        return [spec] if top or SHARING.provider(spec) is not None else []
+    if isinstance(spec, Mapping):
+        own = [spec["type"]] if isinstance(spec.get("type"), str) else []
+        return own + [n for key, value in spec.items() if key != "type" for n in _scheme_names(value, top=False)]
+    if isinstance(spec, (list, tuple)):
+        return [n for item in spec for n in _scheme_names(item, top=False)]
+    return []
+
+
+def _decode_provenance(text: str, path: Path) -> dict[str, str]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise CheckpointError(f"{path}: its metadata entry '{PROVENANCE_KEY}' is not a JSON mapping of names to "
+                              "packages; the file was not written by restore or has been edited.")
+    return value
+
+
+def require_registered(path: str | os.PathLike, needs: Mapping[str, str]) -> None:
+    """Refuse weights whose recorded names are not registered here, saying which package to install."""
+    from restore.registry import PLUGINS, REGISTRIES
+
+    missing = []
+    for key, distribution in needs.items():
+        kind, _, name = key.partition(":")
+        if kind in _KINDS and name not in REGISTRIES[_KINDS[kind]]:
+            missing.append((REGISTRIES[_KINDS[kind]].kind, name, distribution))
+    if not missing:
+        return
+    what = "; ".join(f"{kind} '{name}' from {dist}" for kind, name, dist in missing)
+    packages = sorted({dist for _, _, dist in missing})
+    broken = [r for r in PLUGINS.values() if r.error and r.distribution in packages]
+    if broken:
+        why = "; ".join(f"plugin '{r.name}' ({r.distribution}) is installed but failed to load: {r.error}"
+                        for r in broken)
+        advice = f"{why}. Run `restore plugins` for details."
+    else:
+        pins = " ".join(f'"{d.split()[0]}=={d.split()[1]}"' if " " in d else f'"{d}"' for d in packages)
+        advice = (f"Install {'it' if len(packages) == 1 else 'them'} (`pip install {pins}`, or a compatible "
+                  "version) and run again; `restore plugins` lists what is installed.")
+    raise CheckpointError(f"{path}: these weights need {what}, which no installed plugin provides. {advice}")
+
+
+def require_plugins(*paths: str | os.PathLike | None) -> None:
+    """`require_registered` for weights files about to be used (those that exist and record their
+    provenance), reading only their headers: call it before building a network from options."""
+    for path in paths:
+        if path is None or Path(path).suffix != ".safetensors" or not Path(path).is_file():
+            continue
+        try:
+            with safe_open(path, framework="pt") as f:
+                text = (f.metadata() or {}).get(PROVENANCE_KEY)
+        except (SafetensorError, ValueError):
+            continue  # the full load reports it
+        if text is not None:
+            require_registered(path, _decode_provenance(text, Path(path)))
 
 
 def _decode_options(text: str, path: Path, key: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from restore.build import (
     load_pretrained,
     network_for_task,
 )
-from restore.checkpoint import save_weights
+from restore.checkpoint import require_plugins, save_weights
 from restore.data.catalog import check_paths
 from restore.data.paired import SampleKey, TrainBatchSampler, batch_to_device
 from restore.errors import CheckpointError, OptionError, RestoreError
@@ -323,6 +323,9 @@ def train(options: Options, *, resume: str | bool | None = None, auto_resume: bo
     `resume`: True for the newest verified state of this experiment (an error if there is none), or a
     state folder; `auto_resume`: resume when a state exists, else start afresh. `threads` describes the
     CPU threads in use, for the log."""
+    # Weights this run will load name the packages they need: say which before options fail on a name.
+    resuming_from = experiment_dir(options.path.experiments_root, options.name) / "models" / "net_g_latest.safetensors"
+    require_plugins(options.path.pretrain_network_g, resuming_from if (resume or auto_resume) else None)
     if dry_run:
         build_training(options, "cpu")
         find_resume_state(options, resume, auto_resume)

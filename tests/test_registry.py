@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from restore.errors import RegistryError
-from restore.registry import ARCHS, PLUGINS, Registry, load_plugin
+from restore.registry import ARCHS, PLUGINS, Registry, load_plugin, load_plugins
 from tests.conftest import run_restore
 
 
@@ -53,9 +54,10 @@ def test_every_basicsr_arch_is_usable_by_name():
 
 
 def test_built_in_plugins_load_through_entry_points():
-    ARCHS.names()
+    load_plugins()
     for name in ("core", "basicsr", "ps", "ups", "tasks"):
-        assert PLUGINS[name].error is None, PLUGINS[name].detail
+        assert PLUGINS[name].builtin and PLUGINS[name].state == "loaded", PLUGINS[name].detail
+        assert not PLUGINS[name].problems
 
 
 def test_a_broken_plugin_is_reported_rolled_back_and_does_not_stop_others(tmp_path, monkeypatch):
@@ -101,12 +103,12 @@ def test_third_party_package_registers_through_the_entry_point_group(tmp_path):
             '''A network from someone else's package.'''
     """)
     result = run_restore("plugins", "--registry", "archs", env={"PYTHONPATH": str(tmp_path)})
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "thirdparty" in result.stdout and "thirdparty-restore-plugin 1.2.3" in result.stdout
     assert "ThirdPartyNet" in result.stdout and "[thirdparty]" in result.stdout
 
 
-def test_third_party_name_clash_is_an_error_naming_both(tmp_path):
+def test_third_party_name_clash_is_refused_naming_both_packages(tmp_path):
     _install_fake_distribution(tmp_path, """
         from restore.api import register_arch
         from torch import nn
@@ -114,9 +116,36 @@ def test_third_party_name_clash_is_an_error_naming_both(tmp_path):
         @register_arch(name="MSRResNet")
         class MyMSRResNet(nn.Module):
             pass
+
+        @register_arch
+        class MyOtherNet(nn.Module):
+            pass
     """)
-    result = run_restore("plugins", "--registry", "archs", env={"PYTHONPATH": str(tmp_path)})
-    assert result.returncode == 0
-    assert "thirdparty" in result.stdout and "FAILED" in result.stdout
-    assert "basicsr.archs.srresnet_arch.MSRResNet" in result.stdout
-    assert "thirdparty_restore_plugin.MyMSRResNet" in result.stdout
+    result = run_restore("plugins", "--registry", "archs", "-v", env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2
+    refusal = next(line for line in result.stdout.splitlines() if "refused" in line)
+    assert "arch 'MSRResNet' belongs to built-in plugin 'basicsr' (restore 0.1.0)" in refusal
+    assert "thirdparty-restore-plugin 1.2.3" in refusal
+    assert "basicsr.archs.srresnet_arch.MSRResNet" in result.stdout  # -v shows where the kept one comes from
+    assert "MyOtherNet" in result.stdout  # the rest of the plugin loaded
+
+
+def test_built_in_manifests_declare_exactly_what_the_plugins_register():
+    """When this fails, run the `restore plugins --write-manifest NAME` it names (e.g. after adding a
+    scheme or an arch to a built-in plugin) and commit the regenerated restore_plugin.json."""
+    from restore.catalogue import manifest_differences
+
+    load_plugins()
+    stale = {name: manifest_differences(record) for name, record in PLUGINS.items() if record.builtin}
+    assert set(stale) == {"core", "basicsr", "ps", "ups", "tasks"}
+    report = [f"plugin '{name}': {'; '.join(problems)} -> run `restore plugins --write-manifest {name}`"
+              for name, problems in stale.items() if problems]
+    assert not report, "\n".join(report)
+
+
+def test_a_lookup_imports_only_the_plugin_that_declares_the_name():
+    code = ("import sys; from restore.registry import ARCHS, PLUGINS; ARCHS.get('DRRN_PS'); "
+            "print(sorted(n for n, r in PLUGINS.items() if r.state == 'loaded'), 'basicsr' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["['ps']", "False"]
