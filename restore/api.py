@@ -41,8 +41,9 @@ from restore.registry import (
     Entry,
     Registry,
 )
+from restore.report.render import Legend
 from restore.sharing import NoSharing, RecursiveSharing, SharedRef, SharingScheme, build_sharing, materialize
-from restore.tasks import Sample, Task, mod_crop, quantize_uint8, register_task
+from restore.tasks import Display, Sample, Task, mod_crop, quantize_uint8, register_task
 from restore.validation import call_with_options, check_options
 
 API_VERSION = "1.0"
@@ -86,7 +87,8 @@ def register_reader(extension: str, reader: Any) -> Any:
 __all__ = [
     "API_VERSION",
     "ARCHS", "CONVERTERS", "DATASETS", "LOSSES", "METRICS", "OPTIMIZERS", "READERS", "SCHEDULERS", "SHARING", "TASKS",
-    "ArchInfo", "CheckpointError", "DataError", "Entry", "NoSharing", "OptionError", "RecursiveSharing",
+    "ArchInfo", "CheckpointError", "DataError", "Display", "Entry", "Legend", "NoSharing", "OptionError",
+    "RecursiveSharing",
     "Registry", "RestoreError", "Sample", "SharedRef", "SharingScheme", "Task",
     "arch_info", "atomic_write_bytes", "build_network", "build_sharing", "call_with_options", "check_options",
     "count_parameters", "decode_image", "list_files", "materialize", "mod_crop", "pad_to_multiple", "quantize_uint8",
