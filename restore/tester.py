@@ -74,16 +74,23 @@ def experiment_name(weights: str) -> str:
     return path.stem
 
 
+def checkpoint_options(weights: str, overrides: Iterable[str] = ()) -> Options:
+    """Options from a weights file that records its network and task (``name`` = its experiment),
+    with `overrides` (``--set``) applied on top."""
+    _, meta = read_state_dict(weights)
+    for key in ("network", "task"):
+        if key not in meta:
+            raise OptionError(f"{weights}: does not record its {key} options; use an option file (-opt) instead.")
+    data = {"name": experiment_name(weights), "task": meta["task"], "network_g": meta["network"]}
+    return validate(apply_overrides(data, list(overrides)), source=weights)
+
+
 def options_from_checkpoint(weights: str, dataset: str | None, overrides: Iterable[str] = ()) -> Options:
     """Options for ``restore test --weights W --dataset D`` with no option file: the task and the
     network come from the weights file's metadata; `overrides` (``--set``) apply on top."""
-    _, meta = read_state_dict(weights)
-    if "network" not in meta or "task" not in meta:
-        raise OptionError(f"{weights}: the file does not record its network and task; give an option file (-opt).")
     if dataset is None:
         raise OptionError("--dataset: required when no option file is given.")
-    data = {"name": experiment_name(weights), "task": meta["task"], "network_g": meta["network"]}
-    return validate(apply_overrides(data, list(overrides)), source=weights)
+    return checkpoint_options(weights, overrides)
 
 
 def split_dataset_overrides(overrides: Iterable[str]) -> tuple[list[str], list[str]]:

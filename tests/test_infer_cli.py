@@ -85,7 +85,7 @@ def test_the_restore_command_restores_one_image(checkpoint, tmp_path):
         [sys.executable, "-m", "restore.cli", "infer", "--weights", str(checkpoint), str(LR_X2 / "womanx2.png"),
          str(out), "--tile", "48", "--device", "cpu"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
-    assert "restored 1 image(s)" in result.stdout and "tiles 48/32" in result.stdout
+    assert "restored 1 image(s)" in result.stdout and "1 of them in tiles (32-pixel overlap)" in result.stdout
     assert [p.name for p in out.iterdir()] == ["womanx2.png"]
     assert read_array(out / "womanx2.png").shape == (2 * 172, 2 * 114, 3)
 
