@@ -203,7 +203,9 @@ def _draw_maps(settings: FigureSettings, index: int, panels: dict[str, np.ndarra
     row_maps.append(Cell("GT", f"GT {width}x{height}", crop(maps["GT"])))
     rows = [Row(row_maps, legend)]
     if errors:
-        rows.append(Row(row_errors, _error_legend(settings, errors, units)))
+        error_legend = _error_legend(settings, errors, units)
+        rows.append(Row(row_errors, error_legend))
+        notes.append(f"error maps: {error_legend.label}")
     composite = compose(rows)
     figure = _write(settings.out_dir, f"figures/{name}.png", composite.png())
     views = [View(cell.title, figure, *composite.cells[cell.key]) for row in rows for cell in row.cells
