@@ -243,3 +243,12 @@ def test_large_inputs_are_tiled_automatically_unless_told_otherwise(checkpoint, 
                  str(tmp_path / "u.png")]) == 0
     assert "tiles" not in capsys.readouterr().out
     np.testing.assert_array_equal(read_array(tmp_path / "u.png"), read_array(untiled_outputs / "babyx2.png"))
+
+
+def test_convert_records_every_scale_a_multi_scale_checkpoint_serves(released, tmp_path, capsys):
+    out = tmp_path / "drrn_ps.safetensors"
+    assert main(["convert", str(released / "drrnps.pth"), str(out)]) == 0
+    assert "scales: x2, x3, x4" in capsys.readouterr().out
+    assert load_weights(out)[1]["scales"] == "[2, 3, 4]"
+    assert main(["infer", "--weights", str(out), str(LR_X2 / "birdx2.png"), str(tmp_path / "x.png")]) == 2
+    assert "serves x2, x3, x4" in " ".join(capsys.readouterr().err.split())
