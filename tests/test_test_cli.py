@@ -137,8 +137,8 @@ def test_large_sets_get_sorted_curves_and_the_baseline_is_named_for_what_it_is(t
     assert chart.shape[1] == 700  # one sorted curve per model, not 45 bars
     page = (report / "index.html").read_text()
     assert page.count('<div class="figure"') == 3
-    worst = sorted(((float(r.split(",")[2]), r.split(",")[1]) for r in
-                    (report / "metrics.csv").read_text().splitlines()[1:-1]))[:3]
+    worst = sorted((float(r.split(",")[2]), r.split(",")[1]) for r in
+                    (report / "metrics.csv").read_text().splitlines()[1:-1])[:3]
     assert re.findall(r"<h3>\d+\. (\w+)</h3>", page) == [name for _, name in worst]
 
 
