@@ -14,7 +14,9 @@ while the main thread reads the next image.
 from __future__ import annotations
 
 import math
+import os
 import re
+import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from restore.data.io import atomic_write_bytes, read_array
+from restore.data.io import read_array
 from restore.errors import OptionError
 from restore.evaluation import EvalResults, panels_of, writer_threads
 from restore.metrics import MetricSet
@@ -131,7 +133,13 @@ def _title(settings: FigureSettings, model: str, index: int) -> str:
 
 
 def _write(out_dir: Path, relative: str, data: bytes) -> str:
-    atomic_write_bytes(inside(out_dir, *relative.split("/"), what="figure file"), data)
+    """Write a report file whole (temporary name, then rename). Not fsynced: figures can be drawn
+    again, and a sync per file would cost more than drawing it."""
+    path = inside(out_dir, *relative.split("/"), what="figure file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
     return relative
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from html import escape
 from pathlib import Path
+from urllib.parse import quote
 
 from restore.data.io import atomic_write_bytes
 from restore.evaluation import EvalResults
@@ -208,12 +209,12 @@ def _figure_html(figure: ImageFigure, anchor: str, rank: int) -> str:
     box_w, box_h = min(figure.width, BOX), min(figure.height, BOX)
     views = []
     for view in figure.views:
-        data = {"src": view.src, "x": view.x, "y": view.y, "factor": view.width / figure.width}
+        data = {"src": quote(view.src), "x": view.x, "y": view.y, "factor": view.width / figure.width}
         attributes = " ".join(f'data-{k}="{escape(str(v))}"' for k, v in data.items())
         views.append(f'<figure class="view"><canvas width="{box_w}" height="{box_h}" {attributes}></canvas>'
                      f"<figcaption>{escape(view.label)}</figcaption></figure>")
     notes = "".join(f'<p class="notes">{escape(note)}</p>' for note in figure.notes)
-    link = f' · <a href="{escape(figure.figure)}">figure</a>' if figure.figure else ""
+    link = f' · <a href="{escape(quote(figure.figure))}">figure</a>' if figure.figure else ""
     return (f'<div class="figure" id="{anchor}" data-width="{figure.width}" data-height="{figure.height}">'
             f"<h3>{rank}. {escape(figure.name)}</h3>{notes}"
             f'<div class="controls"><button data-zoom="in">zoom in</button><button data-zoom="out">zoom out</button>'
@@ -251,7 +252,7 @@ def write_run_page(out_root: Path, title: str, sets: list[tuple[str, str, EvalRe
         head = "".join(f"<th>{escape(header(m, metrics))}<br>{escape(results.label(model))}</th>"
                        for m, model in columns)
         means = "".join(_value_cell(results.mean(model, m), m) for m, model in columns)
-        parts.append(f'<h2><a href="{escape(folder)}/index.html">{escape(results.dataset)}</a></h2>'
+        parts.append(f'<h2><a href="{escape(quote(folder))}/index.html">{escape(results.dataset)}</a></h2>'
                      f'<p class="meta">{escape(description)}; {len(results.images)} images</p>'
                      f"<table><thead><tr><th>mean of</th>{head}</tr></thead>"
                      f"<tbody><tr><td>{len(results.images)} images</td>{means}</tr></tbody></table>")
