@@ -1,10 +1,9 @@
 """Scoring networks on an evaluation dataset.
 
 `evaluate` runs one or more models (e.g. the trained net and the task's baseline) on every
-image and scores them in data units with the run's metrics. Restored outputs are written by
-background threads (OpenCV and numpy release the GIL while they encode), so writing never holds
-up scoring; for tasks that draw error maps it also samples the errors, which sets the test set's
-one error scale. Under several processes each rank scores its share of the images and the
+image and scores them in data units with the run's metrics. Restored outputs are written, and
+figures drawn (`on_image`), by background threads (OpenCV and zlib release the GIL while they
+encode), so writing never holds up scoring. Under several processes each rank scores its share of the images and the
 per-image results are gathered, so every rank ends with the full table.
 """
 
@@ -13,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +29,13 @@ from restore.metrics import MetricSet
 from restore.paths import inside
 from restore.tasks import Task, quantize_uint8
 
-ERROR_SAMPLES_PER_MAP = 4096  # errors kept per image and model for the set's error scale
-
 
 @dataclass
 class EvalResults:
     """Per-image metric values of each model, in dataset order.
 
     `labels` gives each model's name in tables (e.g. ``Identity`` -> ``noisy input``); `saved`
-    where each image's outputs were written; `errors` a sample of every model's absolute errors
-    (in reported units) for tasks that draw error maps."""
+    where each image's outputs were written."""
 
     dataset: str
     metric_names: list[str]
@@ -47,7 +43,6 @@ class EvalResults:
     values: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # model -> metric -> per image
     labels: dict[str, str] = field(default_factory=dict)
     saved: dict[str, dict[str, Path]] = field(default_factory=dict)  # image -> model -> file
-    errors: list[np.ndarray] = field(default_factory=list)
 
     def mean(self, model: str, metric: str) -> float:
         vals = [v for v in self.values[model][metric] if math.isfinite(v)]
@@ -59,13 +54,6 @@ class EvalResults:
 
     def label(self, model: str) -> str:
         return self.labels.get(model, model)
-
-    def error_percentile(self, percentile: float = 99.0) -> float | None:
-        """The `percentile` of every sampled absolute error of the set, or None without samples."""
-        if not self.errors:
-            return None
-        pooled = np.concatenate(self.errors)
-        return float(np.percentile(pooled, percentile)) if pooled.size else None
 
 
 def _shard(n: int, rank: int, world: int) -> list[int]:
@@ -129,15 +117,6 @@ class _Writer:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _sample_errors(task: Task, out: np.ndarray, gt: np.ndarray, meta: dict[str, Any]) -> np.ndarray | None:
-    found = task.error_map(out, gt, meta)
-    if found is None:
-        return None
-    values = found[0][np.isfinite(found[0])].ravel()
-    stride = max(1, values.size // ERROR_SAMPLES_PER_MAP)
-    return np.abs(values[::stride]).astype(np.float32)
-
-
 @torch.inference_mode()
 def evaluate(
     models: Mapping[str, nn.Module],
@@ -153,6 +132,7 @@ def evaluate(
     save_dir: Path | None = None,
     save_models: tuple[str, ...] | None = None,
     labels: Mapping[str, str] | None = None,
+    on_image: Callable[..., None] | None = None,
     progress: bool = True,
     rank: int = 0,
     world_size: int = 1,
@@ -163,6 +143,8 @@ def evaluate(
     save_dir: where restored outputs go (``<save_dir>/<model>/<name>.<ext>``, written by
         background threads); `save_models` limits which models' outputs are saved.
     labels: each model's name in tables (default: its key).
+    on_image: called in a background thread once an image is scored, as ``on_image(index,
+        panels, meta, scores)`` with the panels in data units (`panels_of` plus each model's output).
     gather: ``accelerate.utils.gather_object`` when running on several processes.
     """
     from tqdm import tqdm
@@ -172,7 +154,6 @@ def evaluate(
     indices = _shard(len(dataset), rank, world_size)
     rows: list[tuple[int, str, dict[str, dict[str, float]]]] = []
     saved: dict[str, dict[str, Path]] = {}
-    samples: list[Future] = []
     writer = _Writer()
     bar = tqdm(indices, desc=f"eval {dataset_name}".strip(), unit="img", disable=not progress or rank != 0,
                leave=False)
@@ -185,15 +166,18 @@ def evaluate(
             gt_data = task.to_data(item["gt"], meta, "round")
             context = task.metric_context(meta)
             scores: dict[str, dict[str, float]] = {}
+            outputs: dict[str, np.ndarray] = {}
             for label, net in models.items():
                 out = run_network(net, lq, task.scale, guide=guide, tile=tile, tile_overlap=tile_overlap)
                 check_finite_output(out, (labels or {}).get(label, label), name)
                 out_data = task.to_data(out[0].permute(1, 2, 0).float().cpu().numpy(), meta, quantize)
                 scores[label] = metrics(out_data, gt_data, context)
+                outputs[label] = out_data
                 if save_dir is not None and (save_models is None or label in save_models):
                     stem = output_stem(save_dir, label, name)
                     saved.setdefault(name, {})[label] = writer.submit(task.save_output, out_data, stem, meta)
-                    samples.append(writer.submit(_sample_errors, task, out_data, gt_data, meta))
+            if on_image is not None:
+                writer.submit(on_image, index, {**panels_of(item, task, quantize), **outputs}, meta, scores)
             rows.append((index, name, scores))
     finally:
         writer.finish()
@@ -208,5 +192,4 @@ def evaluate(
             for metric, value in values.items():
                 results.values[label][metric].append(value)
     results.saved = {name: {label: f.result() for label, f in files.items()} for name, files in saved.items()}
-    results.errors = [s for s in (f.result() for f in samples) if s is not None]
     return results

@@ -26,7 +26,7 @@ from restore.metrics import MetricSet
 from restore.options import apply_overrides, check_registered_blocks, validate
 from restore.paths import inside, path_component
 from restore.report.charts import write_charts
-from restore.report.figures import FigurePolicy, FigureSettings, ranking, write_figures
+from restore.report.figures import FigurePolicy, FigureWriter, SetFigures
 from restore.report.html import write_run_page, write_set_page
 from restore.report.tables import markdown_table, write_tables
 from restore.schema import DatasetOptions, Options
@@ -256,23 +256,23 @@ def run_tests(options: Options, *, weights: str | None, models: str, sets: dict[
 
 def _score_and_report(options: Options, item: PreparedSet, policy: FigurePolicy, error_scale: str,
                       save_images: bool, device: str, progress: bool, weights: str | None) -> TestRun:
+    baseline = next((m for m, label in item.labels.items() if label == item.task.baseline_name()), None)
+    context = SetFigures(item.task, item.metrics, item.out_dir, list(item.nets), item.labels, baseline, error_scale)
+    figures = FigureWriter(context, policy)
     results = evaluate(item.nets, item.dataset, item.task, item.metrics, dataset_name=item.name, device=device,
                        quantize=options.val.quantize, tile=options.val.tile, tile_overlap=options.val.tile_overlap,
-                       save_dir=item.out_dir if save_images else None, labels=item.labels, progress=progress)
+                       save_dir=item.out_dir if save_images else None, labels=item.labels,
+                       on_image=figures if policy.mode != "none" else None, progress=progress)
     title = f"{options.name} on {item.name} ({item.task.describe()})"
     item.out_dir.mkdir(parents=True, exist_ok=True)
     files = [p.name for p in write_tables(results, item.metrics, item.out_dir, title=title).values()]
     charts = [p.name for p in write_charts(results, item.metrics, item.out_dir).values()]
-    baseline = next((m for m, label in item.labels.items() if label == item.task.baseline_name()), None)
-    model, metric, order = ranking(results, item.metrics, baseline)
-    settings = FigureSettings(item.task, results, item.metrics, item.out_dir, error_scale=error_scale,
-                              baseline=baseline)
-    drawn = write_figures(settings, item.dataset, policy.pick(order), quantize=options.val.quantize,
-                          progress=progress)
+    drawn = figures.finish()
     saved = f"outputs: {item.task.saved_as} in " + ", ".join(f"{m}/" for m in results.models) if save_images else \
         "outputs not saved (--no-save-img)"
     description = (f"{item.task.describe()}; {len(results.images)} images; models: "
                    f"{', '.join(results.label(m) for m in results.models)}; {saved}; figures: {policy}")
+    model, metric = context.ranked
     page = write_set_page(item.out_dir, title=title, description=description, results=results,
                           metrics=item.metrics, figures=drawn, ranked_by=f"{metric} of {results.label(model)}",
                           files=files, charts=charts)

@@ -1,33 +1,33 @@
-"""Per-image figures of a test set, drawn after scoring from the saved outputs.
+"""Per-image figures of a test set, drawn while the set is scored.
 
 Which images get one is the `FigurePolicy` (``--figures none|worst N|all``); the worst come
 first, ranked by the set's first metric for the network (or the baseline when it is alone).
-Tasks that show scalar maps (depth) get one indexed PNG per image: the maps in one row, every
-model's error map under it on **one error scale for the whole set** (a high percentile of all
-sampled errors, stated on the colour bar; per image with ``error_scale="image"``), at full
-resolution, or as a crop of the worst region for large images. Photographic tasks show their
-8-bit images as they are. Every figure also yields `View`s, the rectangles index.html shows
-side by side with a synchronised zoom. Drawing runs in threads (the encoders release the GIL)
-while the main thread reads the next image.
+Tasks that show scalar maps (depth) get two indexed PNGs per image at full resolution (or a crop
+of the worst region for large maps): ``figures/<image>.png``, the maps in one row on the GT's
+range, and ``figures/errors/<image>.png``, every model's error map below its map on **one error
+scale for the whole set** (the 99th percentile of all sampled errors, stated on the colour bar;
+per image with ``error_scale="image"``). The maps figure is drawn and written by the scoring's
+background threads as soon as an image is scored; the error figure waits for the set's scale,
+keeping each error map meanwhile as compressed 8-bit square-root levels, so no image is read
+twice. Photographic tasks show their 8-bit images as they are. Every figure also yields `View`s,
+the rectangles index.html shows side by side with a synchronised zoom.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import re
 import threading
-from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from restore.data.io import read_array
 from restore.errors import OptionError
-from restore.evaluation import EvalResults, panels_of, writer_threads
 from restore.metrics import MetricSet
 from restore.paths import inside
 from restore.report.render import Cell, Legend, Row, compose, jpeg, nearest_resize, rgb_png, worst_window
@@ -36,6 +36,7 @@ from restore.tasks import Task
 FULL_SIZE_LIMIT = 1024  # maps wider or taller than this are shown as a crop of their worst region
 CROP_SIZE = 512
 ERROR_PERCENTILE = 99.0
+ERROR_SAMPLES = 4096  # errors sampled per image for the set's scale
 
 
 @dataclass(frozen=True)
@@ -65,18 +66,6 @@ class FigurePolicy:
         return f"worst {self.count}" if self.mode == "worst" else self.mode
 
 
-def ranking(results: EvalResults, metrics: MetricSet, baseline: str | None) -> tuple[str, str, list[int]]:
-    """(model, metric, image indices worst first): the set's first metric, for the first model that
-    is not the baseline (or the baseline when it is alone); images without a score come last."""
-    model = next((m for m in results.models if m != baseline), results.models[0])
-    metric = results.metric_names[0]
-    values = results.values[model][metric]
-    sign = 1.0 if metrics.higher_is_better(metric) else -1.0
-    order = sorted(range(len(values)),
-                   key=lambda i: (not math.isfinite(values[i]), sign * values[i] if math.isfinite(values[i]) else 0.0))
-    return model, metric, order
-
-
 @dataclass
 class View:
     """One panel as a web page shows it: the rectangle (x, y, width, height) of image file `src`
@@ -101,7 +90,7 @@ class ImageFigure:
     width: int
     height: int
     notes: list[str] = field(default_factory=list)
-    figure: str | None = None  # the composite PNG, relative to the set's folder
+    figure: str | None = None  # the maps figure, relative to the set's folder
 
 
 def nice_ceiling(value: float) -> float:
@@ -110,26 +99,6 @@ def nice_ceiling(value: float) -> float:
         return 1.0
     step = 10 ** (math.floor(math.log10(value)) - 1)
     return math.ceil(value / step - 1e-9) * step
-
-
-@dataclass
-class FigureSettings:
-    """What every figure of one set shares."""
-
-    task: Task
-    results: EvalResults
-    metrics: MetricSet
-    out_dir: Path
-    error_scale: str = "set"  # or "image"
-    set_error_high: float | None = None
-    baseline: str | None = None
-
-
-def _title(settings: FigureSettings, model: str, index: int) -> str:
-    results, metric = settings.results, settings.results.metric_names[0]
-    unit = settings.metrics.unit(metric)
-    value = results.values[model][metric][index]
-    return f"{results.label(model)}: {metric} {value:.4g}{f' {unit}' if unit else ''}"
 
 
 def _write(out_dir: Path, relative: str, data: bytes) -> str:
@@ -143,118 +112,216 @@ def _write(out_dir: Path, relative: str, data: bytes) -> str:
     return relative
 
 
-def draw(settings: FigureSettings, index: int, panels: dict[str, np.ndarray], meta: dict[str, Any]) -> ImageFigure:
-    """Draw and write the figure of one image (`panels` in data units, outputs included)."""
-    display = settings.task.display(panels, meta)
-    if display.maps:
-        return _draw_maps(settings, index, panels, display, meta)
-    return _draw_images(settings, index, display)
+@dataclass
+class _Packed:
+    """An error map kept until the set's scale is known: square-root levels 0..254 of
+    |error| / `high` (255 = not scored), zlib-compressed."""
+
+    data: bytes
+    shape: tuple[int, int]
+    high: float
+
+    @classmethod
+    def pack(cls, error: np.ndarray) -> _Packed:
+        scored = np.isfinite(error)
+        high = float(error[scored].max()) if scored.any() else 0.0
+        levels = np.sqrt(np.clip(np.nan_to_num(error, nan=0.0) / (high or 1.0), 0.0, 1.0)) * 254 + 0.5
+        levels = levels.astype(np.uint8)
+        levels[~scored] = 255
+        return cls(zlib.compress(levels.tobytes(), 1), error.shape, high)
+
+    def unpack(self) -> np.ndarray:
+        levels = np.frombuffer(zlib.decompress(self.data), np.uint8).reshape(self.shape)
+        table = np.append((np.arange(255, dtype=np.float32) / 254) ** 2 * np.float32(self.high), np.nan)
+        return table[levels]
 
 
-def _draw_images(settings: FigureSettings, index: int, display: Any) -> ImageFigure:
-    """8-bit images: the saved outputs as they are, LR input (SR) and GT written beside them."""
-    results, task = settings.results, settings.task
-    name = results.images[index]
-    gt = display.images["GT"]
-    height, width = gt.shape[:2]
-    views = []
-    if task.scale > 1 and "LQ" in display.images:
-        lq = display.images["LQ"]
-        src = _write(settings.out_dir, f"figures/LQ/{name}.png", rgb_png(lq))
-        views.append(View(f"LQ {lq.shape[1]}x{lq.shape[0]} (x{task.scale})", src, 0, 0, lq.shape[1], lq.shape[0]))
-    for model in results.models:
-        saved = results.saved.get(name, {}).get(model)
-        if saved is not None and saved.suffix.lower() == ".png":
-            src = saved.relative_to(settings.out_dir).as_posix()
+@dataclass
+class _Pending:
+    """One image's figure between its scoring and the end of the set."""
+
+    index: int
+    badness: float
+    figure: ImageFigure
+    files: dict[str, bytes] = field(default_factory=dict)  # written at the end (worst N) or at once
+    errors: dict[str, _Packed] = field(default_factory=dict)
+    error_cells: list[tuple[str, str] | None] = field(default_factory=list)  # (model, title) per column
+    image_high: float | None = None
+    units: str = ""
+
+
+@dataclass
+class SetFigures:
+    """What every figure of one set shares; known before scoring."""
+
+    task: Task
+    metrics: MetricSet
+    out_dir: Path
+    models: list[str]
+    labels: dict[str, str]
+    baseline: str | None = None
+    error_scale: str = "set"  # or "image"
+
+    @property
+    def ranked(self) -> tuple[str, str]:
+        """(model, metric) that ranks the images: the first metric, of the network if there is one."""
+        return next((m for m in self.models if m != self.baseline), self.models[0]), self.metrics.names[0]
+
+    def title(self, model: str, scores: dict[str, dict[str, float]]) -> str:
+        metric = self.metrics.names[0]
+        unit = self.metrics.unit(metric)
+        return f"{self.labels.get(model, model)}: {metric} {scores[model][metric]:.4g}{f' {unit}' if unit else ''}"
+
+
+class FigureWriter:
+    """Called (`__call__`) for every scored image from the scoring's writer threads; `finish`
+    completes the figures once the set is scored and returns them worst first."""
+
+    def __init__(self, context: SetFigures, policy: FigurePolicy) -> None:
+        self.context, self.policy = context, policy
+        self.lock = threading.Lock()
+        self.kept: list[tuple[float, int, _Pending]] = []  # a heap: the least bad on top (worst N)
+        self.samples: list[np.ndarray] = []
+
+    def _badness(self, scores: dict[str, dict[str, float]]) -> float:
+        model, metric = self.context.ranked
+        value = scores[model][metric]
+        if not math.isfinite(value):
+            return -math.inf
+        return -value if self.context.metrics.higher_is_better(metric) else value
+
+    def __call__(self, index: int, panels: dict[str, np.ndarray], meta: dict[str, Any],
+                 scores: dict[str, dict[str, float]]) -> None:
+        if self.policy.mode == "none":
+            return
+        badness = self._badness(scores)
+        if self.policy.mode == "worst":
+            with self.lock:
+                full = len(self.kept) >= self.policy.count
+                if full and (badness, -index) <= (self.kept[0][0], -self.kept[0][1]):
+                    return  # not among the worst so far: nothing to draw
+        pending = self._draw(index, badness, panels, meta, scores)
+        with self.lock:
+            if self.policy.mode == "all":
+                for relative, data in pending.files.items():
+                    _write(self.context.out_dir, relative, data)
+                pending.files = {}
+            heapq.heappush(self.kept, (badness, -index, pending))
+            if self.policy.mode == "worst" and len(self.kept) > self.policy.count:
+                heapq.heappop(self.kept)
+
+    def _draw(self, index: int, badness: float, panels: dict[str, np.ndarray], meta: dict[str, Any],
+              scores: dict[str, dict[str, float]]) -> _Pending:
+        context = self.context
+        display = context.task.display(panels, meta)
+        name = str(meta["name"])
+        if display.maps:
+            return self._draw_maps(index, badness, name, panels, display, meta, scores)
+        gt = display.images["GT"]
+        height, width = gt.shape[:2]
+        pending = _Pending(index, badness, ImageFigure(name, index, [], width, height))
+        views = pending.figure.views
+        if context.task.scale > 1 and "LQ" in display.images:
+            lq = display.images["LQ"]
+            relative = f"figures/LQ/{name}.png"
+            pending.files[relative] = rgb_png(lq)
+            views.append(View(f"LQ {lq.shape[1]}x{lq.shape[0]} (x{context.task.scale})", relative, 0, 0,
+                              lq.shape[1], lq.shape[0]))
+        for model in context.models:
+            relative = f"figures/{model}/{name}.png"
+            pending.files[relative] = rgb_png(display.images[model])
+            views.append(View(context.title(model, scores), relative, 0, 0, width, height))
+        pending.files[f"figures/GT/{name}.png"] = rgb_png(gt)
+        views.append(View("GT", f"figures/GT/{name}.png", 0, 0, width, height))
+        return pending
+
+    def _draw_maps(self, index: int, badness: float, name: str, panels: dict[str, np.ndarray], display: Any,
+                   meta: dict[str, Any], scores: dict[str, dict[str, float]]) -> _Pending:
+        context, task = self.context, self.context.task
+        maps = display.maps
+        height, width = maps["GT"].shape
+        errors: dict[str, np.ndarray] = {}
+        units = ""
+        for model in context.models:
+            found = task.error_map(panels[model], panels["GT"], meta)
+            if found is not None:
+                errors[model], units = found
+        notes = []
+        window = (slice(None), slice(None))
+        if max(height, width) > FULL_SIZE_LIMIT:  # a crop of the worst region of the ranked model
+            size = min(CROP_SIZE, max(height, width))
+            ranked = context.ranked[0] if context.ranked[0] in errors else next(iter(errors), None)
+            top, left = worst_window(errors[ranked] if ranked else np.zeros((height, width), np.float32), size)
+            window = (slice(top, top + size), slice(left, left + size))
+            notes.append(f"crop {min(size, width)}x{min(size, height)} at x={left}, y={top} of the {width}x{height} "
+                         "map: the window with the largest error")
+
+        def crop(plane: np.ndarray) -> np.ndarray:
+            return nearest_resize(plane, height, width)[window]
+
+        cells: list[Cell | None] = []
+        error_cells: list[tuple[str, str] | None] = []
+        lq = maps.get("LQ")
+        if lq is not None:
+            cells.append(Cell("LQ", f"LQ {lq.shape[1]}x{lq.shape[0]} (x{task.scale})", crop(lq)))
+            error_cells.append(None)
+        for model in context.models:
+            cells.append(Cell(model, context.title(model, scores), crop(maps[model])))
+            error_cells.append((model, f"|{context.labels.get(model, model)} - GT|") if model in errors else None)
+        cells.append(Cell("GT", f"GT {width}x{height}", crop(maps["GT"])))
+        error_cells.append(None)
+        composite = compose([Row(cells, display.legend)])
+        relative = f"figures/{name}.png"
+        shown_h, shown_w = cells[-1].values.shape
+        pending = _Pending(index, badness, ImageFigure(name, index, [], shown_w, shown_h, notes, relative),
+                           files={relative: composite.png()}, error_cells=error_cells, units=units)
+        pending.figure.views = [View(cell.title, relative, *composite.cells[cell.key]) for cell in cells if cell]
+        for label, image in display.images.items():  # context photos (the guide of guided depth SR)
+            shown = nearest_resize(image, height, width)[window]
+            photo = f"figures/{label}/{name}.jpg"
+            pending.files[photo] = jpeg(shown)
+            pending.figure.views.insert(0, View(label, photo, 0, 0, shown.shape[1], shown.shape[0]))
+        if errors:
+            cropped = {model: error[window] for model, error in errors.items()}
+            pending.errors = {model: _Packed.pack(error) for model, error in cropped.items()}
+            values = np.concatenate([e[np.isfinite(e)].ravel() for e in errors.values()])
+            if values.size:
+                with self.lock:
+                    self.samples.append(values[:: max(1, values.size // ERROR_SAMPLES)].astype(np.float32))
+                pending.image_high = nice_ceiling(float(np.percentile(values, ERROR_PERCENTILE)))
+        return pending
+
+    def set_error_high(self) -> float | None:
+        """The set's error scale: the `ERROR_PERCENTILE` of every sampled error, rounded up."""
+        if not self.samples:
+            return None
+        return nice_ceiling(float(np.percentile(np.concatenate(self.samples), ERROR_PERCENTILE)))
+
+    def finish(self) -> list[ImageFigure]:
+        """Write what waited for the end (the worst N's files, every error figure); worst first."""
+        high = self.set_error_high()
+        done = []
+        for _, _, pending in sorted(self.kept, key=lambda k: (k[0], k[1]), reverse=True):
+            for relative, data in pending.files.items():
+                _write(self.context.out_dir, relative, data)
+            if pending.errors:
+                self._draw_errors(pending, high)
+            done.append(pending.figure)
+        return done
+
+    def _draw_errors(self, pending: _Pending, set_high: float | None) -> None:
+        unit = f" ({pending.units})" if pending.units else ""
+        if self.context.error_scale == "image" or set_high is None:
+            high = pending.image_high or 1.0
+            label = f"|error|{unit}, 0 to {high:.4g}: {ERROR_PERCENTILE:g}th percentile of this image's errors"
         else:
-            src = _write(settings.out_dir, f"figures/{model}/{name}.png", rgb_png(display.images[model]))
-        views.append(View(_title(settings, model, index), src, 0, 0, width, height))
-    views.append(View("GT", _write(settings.out_dir, f"figures/GT/{name}.png", rgb_png(gt)), 0, 0, width, height))
-    return ImageFigure(name, index, views, width, height)
-
-
-def _draw_maps(settings: FigureSettings, index: int, panels: dict[str, np.ndarray], display: Any,
-               meta: dict[str, Any]) -> ImageFigure:
-    results, task = settings.results, settings.task
-    name = results.images[index]
-    maps, legend = display.maps, display.legend
-    height, width = maps["GT"].shape
-    errors: dict[str, np.ndarray] = {}
-    units = ""
-    for model in results.models:
-        found = task.error_map(panels[model], panels["GT"], meta)
-        if found is not None:
-            errors[model], units = found
-    notes = []
-    top = left = 0
-    if max(height, width) > FULL_SIZE_LIMIT:  # a crop of the worst region of the ranked model
-        size = min(CROP_SIZE, max(height, width))
-        ranked = next((m for m in errors if m != settings.baseline), next(iter(errors), None))
-        top, left = worst_window(errors[ranked] if ranked else np.zeros((height, width), np.float32), size)
-        notes.append(f"crop {min(size, width)}x{min(size, height)} at x={left}, y={top} of the {width}x{height} "
-                     "map: the window with the largest error")
-    window = (slice(top, top + CROP_SIZE), slice(left, left + CROP_SIZE)) if notes else (slice(None), slice(None))
-
-    def crop(plane: np.ndarray) -> np.ndarray:
-        return nearest_resize(plane, height, width)[window]
-
-    row_maps: list[Cell | None] = []
-    row_errors: list[Cell | None] = []
-    lq = maps.get("LQ")
-    if lq is not None:
-        row_maps.append(Cell("LQ", f"LQ {lq.shape[1]}x{lq.shape[0]} (x{task.scale})", crop(lq)))
-        row_errors.append(None)
-    for model in results.models:
-        row_maps.append(Cell(model, _title(settings, model, index), crop(maps[model])))
-        row_errors.append(Cell(f"error:{model}", f"|{results.label(model)} - GT|", crop(errors[model]))
-                          if model in errors else None)
-    row_maps.append(Cell("GT", f"GT {width}x{height}", crop(maps["GT"])))
-    rows = [Row(row_maps, legend)]
-    if errors:
-        error_legend = _error_legend(settings, errors, units)
-        rows.append(Row(row_errors, error_legend))
-        notes.append(f"error maps: {error_legend.label}")
-    composite = compose(rows)
-    figure = _write(settings.out_dir, f"figures/{name}.png", composite.png())
-    views = [View(cell.title, figure, *composite.cells[cell.key]) for row in rows for cell in row.cells
-             if cell is not None]
-    for label, image in display.images.items():  # context photos (the guide of guided depth SR)
-        shown = nearest_resize(image, height, width)[window]
-        src = _write(settings.out_dir, f"figures/{label}/{name}.jpg", jpeg(shown))
-        views.insert(0, View(label, src, 0, 0, shown.shape[1], shown.shape[0]))
-    shown_h, shown_w = crop(maps["GT"]).shape
-    return ImageFigure(name, index, views, shown_w, shown_h, notes, figure)
-
-
-def _error_legend(settings: FigureSettings, errors: Mapping[str, np.ndarray], units: str) -> Legend:
-    unit = f" ({units})" if units else ""
-    if settings.error_scale == "image" or settings.set_error_high is None:
-        values = np.concatenate([e[np.isfinite(e)].ravel() for e in errors.values()])
-        high = nice_ceiling(float(np.percentile(values, ERROR_PERCENTILE)) if values.size else 1.0)
-        return Legend(0.0, high, "inferno", f"|error|{unit}, 0 to {high:.4g}: {ERROR_PERCENTILE:g}th percentile "
-                      "of this image's errors")
-    high = settings.set_error_high
-    return Legend(0.0, high, "inferno", f"|error|{unit}, 0 to {high:.4g}: {ERROR_PERCENTILE:g}th percentile of "
-                  "the set's errors (one scale for every image)")
-
-
-def write_figures(settings: FigureSettings, dataset: Any, chosen: list[int], *, quantize: str,
-                  progress: bool = True) -> list[ImageFigure]:
-    """Draw the figures of the `chosen` images (in that order) from `dataset` and the saved outputs."""
-    from tqdm import tqdm
-
-    high = settings.results.error_percentile(ERROR_PERCENTILE)
-    settings.set_error_high = None if high is None else nice_ceiling(high)
-    futures: list[Future] = []
-    with ThreadPoolExecutor(max_workers=writer_threads(), thread_name_prefix="restore-figures") as pool:
-        for index in tqdm(chosen, desc=f"figures {settings.results.dataset}", unit="img", leave=False,
-                          disable=not progress or len(chosen) < 2):
-            item = dataset[index]
-            panels = panels_of(item, settings.task, quantize)
-            name = settings.results.images[index]
-            for model in settings.results.models:
-                panels[model] = read_array(settings.results.saved[name][model])
-            futures.append(pool.submit(draw, settings, index, panels, item["meta"]))
-            while sum(not f.done() for f in futures) > 2 * writer_threads():  # bounded backlog
-                next(f for f in futures if not f.done()).result()
-        return [f.result() for f in futures]
+            high = set_high
+            label = (f"|error|{unit}, 0 to {high:.4g}: {ERROR_PERCENTILE:g}th percentile of the set's errors "
+                     "(one scale for every image)")
+        cells = [None if spec is None else Cell(spec[0], spec[1], pending.errors[spec[0]].unpack())
+                 for spec in pending.error_cells]
+        composite = compose([Row(cells, Legend(0.0, high, "inferno", label))])
+        relative = _write(self.context.out_dir, f"figures/errors/{pending.figure.name}.png", composite.png())
+        pending.figure.views += [View(cell.title, relative, *composite.cells[cell.key]) for cell in cells if cell]
+        pending.figure.notes.append(f"error maps: {label}")
+        pending.errors = {}

@@ -9,6 +9,7 @@ greys for the background, text and pixels without data.
 
 from __future__ import annotations
 
+import threading
 import zlib
 from dataclasses import dataclass
 from functools import cache
@@ -24,6 +25,7 @@ TITLE_HEIGHT = 22
 MARGIN = 6
 BAR_WIDTH = 14
 FONT_SIZE = 13
+_TEXT_LOCK = threading.Lock()  # one FreeType face is shared; FreeType faces are not thread-safe
 
 
 @dataclass(frozen=True)
@@ -93,11 +95,12 @@ def text_mask(text: str, size: int = FONT_SIZE) -> np.ndarray:
     """Anti-aliased text as an HxW uint8 coverage mask (255 = ink)."""
     from PIL import Image, ImageDraw
 
-    font = _font(size)
-    left, top, right, bottom = font.getbbox(text or " ")
-    image = Image.new("L", (max(1, right - left + 2), max(1, bottom - top + 2)), 0)
-    ImageDraw.Draw(image).text((1 - left, 1 - top), text, fill=255, font=font)
-    return np.asarray(image)
+    with _TEXT_LOCK:
+        font = _font(size)
+        left, top, right, bottom = font.getbbox(text or " ")
+        image = Image.new("L", (max(1, right - left + 2), max(1, bottom - top + 2)), 0)
+        ImageDraw.Draw(image).text((1 - left, 1 - top), text, fill=255, font=font)
+        return np.asarray(image)
 
 
 def _grey(coverage: np.ndarray) -> np.ndarray:
