@@ -30,13 +30,14 @@ import numpy as np
 from restore.errors import OptionError
 from restore.metrics import MetricSet
 from restore.paths import inside
-from restore.report.render import Cell, Legend, Row, compose, jpeg, nearest_resize, rgb_png, worst_window
+from restore.report.render import LEVELS, Cell, Legend, Row, compose, jpeg, nearest_resize, rgb_png, worst_window
 from restore.tasks import Task
 
 FULL_SIZE_LIMIT = 1024  # maps wider or taller than this are shown as a crop of their worst region
 CROP_SIZE = 512
 ERROR_PERCENTILE = 99.0
 ERROR_SAMPLES = 4096  # errors sampled per image for the set's scale
+PACKED_BUDGET = 256 * 2**20  # bytes of error maps kept as they are; beyond, they are compressed
 
 
 @dataclass(frozen=True)
@@ -115,25 +116,33 @@ def _write(out_dir: Path, relative: str, data: bytes) -> str:
 @dataclass
 class _Packed:
     """An error map kept until the set's scale is known: square-root levels 0..254 of
-    |error| / `high` (255 = not scored), zlib-compressed."""
+    |error| / `high` (255 = not scored), zlib-compressed once the kept maps pass `PACKED_BUDGET`."""
 
-    data: bytes
+    data: bytes | np.ndarray
     shape: tuple[int, int]
     high: float
 
     @classmethod
-    def pack(cls, error: np.ndarray) -> _Packed:
+    def pack(cls, error: np.ndarray, compress: bool) -> _Packed:
         scored = np.isfinite(error)
         high = float(error[scored].max()) if scored.any() else 0.0
-        levels = np.sqrt(np.clip(np.nan_to_num(error, nan=0.0) / (high or 1.0), 0.0, 1.0)) * 254 + 0.5
-        levels = levels.astype(np.uint8)
+        levels = np.where(scored, error, np.float32(0.0)) * np.float32(1.0 / (high or 1.0))
+        np.clip(levels, 0.0, 1.0, out=levels)
+        levels = (np.sqrt(levels) * 254 + 0.5).astype(np.uint8)
         levels[~scored] = 255
-        return cls(zlib.compress(levels.tobytes(), 1), error.shape, high)
+        return cls(zlib.compress(levels.tobytes(), 1) if compress else levels, error.shape, high)
 
-    def unpack(self) -> np.ndarray:
-        levels = np.frombuffer(zlib.decompress(self.data), np.uint8).reshape(self.shape)
-        table = np.append((np.arange(255, dtype=np.float32) / 254) ** 2 * np.float32(self.high), np.nan)
-        return table[levels]
+    @property
+    def nbytes(self) -> int:
+        return len(self.data) if isinstance(self.data, bytes) else self.data.nbytes
+
+    def levels(self, scale_high: float) -> np.ndarray:
+        """Levels 0..LEVELS-1 of the 0..`scale_high` colour scale (255 = not scored), by table lookup."""
+        packed = self.data if isinstance(self.data, np.ndarray) else \
+            np.frombuffer(zlib.decompress(self.data), np.uint8).reshape(self.shape)
+        values = (np.arange(255, dtype=np.float32) / 254) ** 2 * np.float32(self.high)
+        table = np.clip(values / np.float32(scale_high) * (LEVELS - 1) + 0.5, 0, LEVELS - 1).astype(np.uint8)
+        return np.append(table, np.uint8(255))[packed]
 
 
 @dataclass
@@ -146,7 +155,7 @@ class _Pending:
     files: dict[str, bytes] = field(default_factory=dict)  # written at the end (worst N) or at once
     errors: dict[str, _Packed] = field(default_factory=dict)
     error_cells: list[tuple[str, str] | None] = field(default_factory=list)  # (model, title) per column
-    image_high: float | None = None
+    samples: np.ndarray | None = None
     units: str = ""
 
 
@@ -182,6 +191,7 @@ class FigureWriter:
         self.lock = threading.Lock()
         self.kept: list[tuple[float, int, _Pending]] = []  # a heap: the least bad on top (worst N)
         self.samples: list[np.ndarray] = []
+        self.packed_bytes = 0
 
     def _badness(self, scores: dict[str, dict[str, float]]) -> float:
         model, metric = self.context.ranked
@@ -206,7 +216,7 @@ class FigureWriter:
                 for relative, data in pending.files.items():
                     _write(self.context.out_dir, relative, data)
                 pending.files = {}
-            heapq.heappush(self.kept, (badness, -index, pending))
+            heapq.heappush(self.kept, (badness, -index, pending))  # indices are unique: no tie reaches `pending`
             if self.policy.mode == "worst" and len(self.kept) > self.policy.count:
                 heapq.heappop(self.kept)
 
@@ -272,7 +282,7 @@ class FigureWriter:
         error_cells.append(None)
         composite = compose([Row(cells, display.legend)])
         relative = f"figures/{name}.png"
-        shown_h, shown_w = cells[-1].values.shape
+        shown_h, shown_w = cells[-1].shape
         pending = _Pending(index, badness, ImageFigure(name, index, [], shown_w, shown_h, notes, relative),
                            files={relative: composite.png()}, error_cells=error_cells, units=units)
         pending.figure.views = [View(cell.title, relative, *composite.cells[cell.key]) for cell in cells if cell]
@@ -282,13 +292,13 @@ class FigureWriter:
             pending.files[photo] = jpeg(shown)
             pending.figure.views.insert(0, View(label, photo, 0, 0, shown.shape[1], shown.shape[0]))
         if errors:
-            cropped = {model: error[window] for model, error in errors.items()}
-            pending.errors = {model: _Packed.pack(error) for model, error in cropped.items()}
-            values = np.concatenate([e[np.isfinite(e)].ravel() for e in errors.values()])
-            if values.size:
-                with self.lock:
-                    self.samples.append(values[:: max(1, values.size // ERROR_SAMPLES)].astype(np.float32))
-                pending.image_high = nice_ceiling(float(np.percentile(values, ERROR_PERCENTILE)))
+            compress = self.packed_bytes > PACKED_BUDGET
+            pending.errors = {model: _Packed.pack(error[window], compress) for model, error in errors.items()}
+            strided = np.concatenate([e.ravel()[:: max(1, e.size // ERROR_SAMPLES)] for e in errors.values()])
+            pending.samples = strided[np.isfinite(strided)]
+            with self.lock:
+                self.samples.append(pending.samples)
+                self.packed_bytes += sum(p.nbytes for p in pending.errors.values())
         return pending
 
     def set_error_high(self) -> float | None:
@@ -312,13 +322,14 @@ class FigureWriter:
     def _draw_errors(self, pending: _Pending, set_high: float | None) -> None:
         unit = f" ({pending.units})" if pending.units else ""
         if self.context.error_scale == "image" or set_high is None:
-            high = pending.image_high or 1.0
+            samples = pending.samples if pending.samples is not None else np.zeros(0)
+            high = nice_ceiling(float(np.percentile(samples, ERROR_PERCENTILE))) if samples.size else 1.0
             label = f"|error|{unit}, 0 to {high:.4g}: {ERROR_PERCENTILE:g}th percentile of this image's errors"
         else:
             high = set_high
             label = (f"|error|{unit}, 0 to {high:.4g}: {ERROR_PERCENTILE:g}th percentile of the set's errors "
                      "(one scale for every image)")
-        cells = [None if spec is None else Cell(spec[0], spec[1], pending.errors[spec[0]].unpack())
+        cells = [None if spec is None else Cell(spec[0], spec[1], levels=pending.errors[spec[0]].levels(high))
                  for spec in pending.error_cells]
         composite = compose([Row(cells, Legend(0.0, high, "inferno", label))])
         relative = _write(self.context.out_dir, f"figures/errors/{pending.figure.name}.png", composite.png())

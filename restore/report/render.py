@@ -9,6 +9,7 @@ greys for the background, text and pixels without data.
 
 from __future__ import annotations
 
+import functools
 import threading
 import zlib
 from dataclasses import dataclass
@@ -41,11 +42,17 @@ class Legend:
 
 @dataclass
 class Cell:
-    """One panel of a figure: its key, a title and an HxW float map (NaN = no data, drawn grey)."""
+    """One panel of a figure: its key, a title and an HxW float map (NaN = no data, drawn grey),
+    or `levels` already computed (uint8 0..LEVELS-1 on the row's legend, 255 = no data)."""
 
     key: str
     title: str
-    values: np.ndarray
+    values: np.ndarray | None = None
+    levels: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.values if self.values is not None else self.levels).shape
 
 
 @dataclass
@@ -83,6 +90,13 @@ def colorize(values: np.ndarray, legend: Legend) -> np.ndarray:
     return rgb
 
 
+@functools.lru_cache(maxsize=4096)
+def text_mask(text: str, size: int = FONT_SIZE) -> np.ndarray:
+    """Anti-aliased text as an HxW uint8 coverage mask (255 = ink); cached, so read-only."""
+    with _TEXT_LOCK:
+        return _render_text(text, size)
+
+
 @cache
 def _font(size: int):
     from matplotlib import font_manager
@@ -91,16 +105,16 @@ def _font(size: int):
     return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
 
 
-def text_mask(text: str, size: int = FONT_SIZE) -> np.ndarray:
-    """Anti-aliased text as an HxW uint8 coverage mask (255 = ink)."""
+def _render_text(text: str, size: int) -> np.ndarray:
     from PIL import Image, ImageDraw
 
-    with _TEXT_LOCK:
-        font = _font(size)
-        left, top, right, bottom = font.getbbox(text or " ")
-        image = Image.new("L", (max(1, right - left + 2), max(1, bottom - top + 2)), 0)
-        ImageDraw.Draw(image).text((1 - left, 1 - top), text, fill=255, font=font)
-        return np.asarray(image)
+    font = _font(size)
+    left, top, right, bottom = font.getbbox(text or " ")
+    image = Image.new("L", (max(1, right - left + 2), max(1, bottom - top + 2)), 0)
+    ImageDraw.Draw(image).text((1 - left, 1 - top), text, fill=255, font=font)
+    mask = np.asarray(image)
+    mask.flags.writeable = False
+    return mask
 
 
 def _grey(coverage: np.ndarray) -> np.ndarray:
@@ -152,7 +166,7 @@ def compose(rows: list[Row]) -> Composite:
     names = list(dict.fromkeys(row.legend.colormap for row in rows))
     if len(names) > 2:
         raise ValueError(f"a figure holds at most two colour maps, got {names}")
-    shapes = [cell.values.shape for row in rows for cell in row.cells if cell is not None]
+    shapes = [cell.shape for row in rows for cell in row.cells if cell is not None]
     height, width = max(s[0] for s in shapes), max(s[1] for s in shapes)
     columns = max(len(row.cells) for row in rows)
     bar_text = max(text_mask(_legend_text(v)).shape[1] for row in rows for v in (row.legend.low, row.legend.high))
@@ -168,9 +182,13 @@ def compose(rows: list[Row]) -> Composite:
             if cell is None:
                 continue
             x = MARGIN + c * (width + MARGIN)
-            levels, missing = level_indices(cell.values, row.legend.low, row.legend.high, LEVELS)
+            if cell.levels is not None:
+                missing = cell.levels == 255
+                levels = cell.levels + np.uint8(base)
+            else:
+                levels, missing = level_indices(cell.values, row.legend.low, row.legend.high, LEVELS)
+                levels += np.uint8(base)
             h, w = levels.shape
-            levels += np.uint8(base)
             levels[missing] = NO_DATA
             canvas[top + TITLE_HEIGHT : top + TITLE_HEIGHT + h, x : x + w] = levels
             _put_text(canvas, cell.title, x, top + 4, width)
