@@ -225,8 +225,8 @@ def run_tests(options: Options, *, weights: str | None, models: str, sets: dict[
               progress: bool = True, figures: FigurePolicy | None = None, error_scale: str = "set") -> list[TestRun]:
     """Evaluate `models` (``both``, ``net`` or ``baseline``) on every set; write the reports.
 
-    figures: which images get figures (default: the worst 100); they need the saved outputs, so
-        ``save_images=False`` draws none. error_scale: ``set`` (one error scale per set) or ``image``.
+    figures: which images get figures (default: the worst 100); ``save_images=False`` (only the
+        metrics and the page) draws none. error_scale: ``set`` (one error scale per set) or ``image``.
     """
     check_registered_blocks(options)
     check_paths(sets)

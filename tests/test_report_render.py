@@ -54,6 +54,6 @@ def test_the_worst_window_holds_the_largest_error():
 
 
 def test_figure_policies_and_readable_scale_ends():
-    assert FigurePolicy.parse(["worst", "3"]).pick([4, 2, 0, 1, 3]) == [4, 2, 0]
-    assert FigurePolicy.parse("all").pick([1, 0]) == [1, 0] and FigurePolicy.parse("none").pick([1]) == []
+    assert FigurePolicy.parse(["worst", "3"]) == FigurePolicy("worst", 3) == FigurePolicy.parse("worst:3")
+    assert FigurePolicy.parse("all").mode == "all" and str(FigurePolicy.parse("none")) == "none"
     assert nice_ceiling(12.34) == 13 and nice_ceiling(0.0456) == 0.046 and nice_ceiling(100) == 100

@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     figures = FigurePolicy.parse(args.figures) if args.figures else None
     if args.no_save_img and figures is not None and figures.mode != "none":
-        raise OptionError(f"--figures {figures}: figures are drawn from the saved outputs; drop --no-save-img "
-                          "or use --figures none.")
+        raise OptionError(f"--figures {figures}: --no-save-img writes only the metrics and the page; drop it to "
+                          "get figures, or use --figures none.")
     quantize = [f"val.quantize={args.quantize}"] if args.quantize else []
     dataset_overrides, overrides = split_dataset_overrides(args.set) if args.dataset else ([], args.set)
     if args.opt:

@@ -58,11 +58,6 @@ class FigurePolicy:
             return cls("worst", int(match.group(1)))
         raise OptionError(f"--figures: expected 'none', 'all' or 'worst N' (N >= 1), got {spec!r}.")
 
-    def pick(self, worst_first: list[int]) -> list[int]:
-        if self.mode == "none":
-            return []
-        return worst_first if self.mode == "all" else worst_first[: self.count]
-
     def __str__(self) -> str:
         return f"worst {self.count}" if self.mode == "worst" else self.mode
 
