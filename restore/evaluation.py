@@ -65,13 +65,15 @@ def writer_threads() -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def panels_of(item: Mapping[str, Any], task: Task, quantize: str) -> dict[str, np.ndarray]:
-    """The input side of an image's panels in data units: ``LQ``, ``Guide`` (when given), ``GT``."""
+def panels_of(item: Mapping[str, Any], task: Task, quantize: str, gt: np.ndarray | None = None
+              ) -> dict[str, np.ndarray]:
+    """The input side of an image's panels in data units: ``LQ``, ``Guide`` (when given), ``GT``
+    (`gt` when it is already in data units)."""
     meta = item["meta"]
     panels = {"LQ": task.to_data(item["lq"], meta, quantize)}
     if "guide" in item:
         panels["Guide"] = quantize_uint8(item["guide"])
-    panels["GT"] = task.to_data(item["gt"], meta, "round")
+    panels["GT"] = gt if gt is not None else task.to_data(item["gt"], meta, "round")
     return panels
 
 
@@ -177,7 +179,7 @@ def evaluate(
                     stem = output_stem(save_dir, label, name)
                     saved.setdefault(name, {})[label] = writer.submit(task.save_output, out_data, stem, meta)
             if on_image is not None:
-                writer.submit(on_image, index, {**panels_of(item, task, quantize), **outputs}, meta, scores)
+                writer.submit(on_image, index, {**panels_of(item, task, quantize, gt_data), **outputs}, meta, scores)
             rows.append((index, name, scores))
     finally:
         writer.finish()
