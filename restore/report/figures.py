@@ -21,6 +21,7 @@ import os
 import re
 import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,11 +207,11 @@ class FigureWriter:
                 if full and (badness, -index) <= (self.kept[0][0], -self.kept[0][1]):
                     return  # not among the worst so far: nothing to draw
         pending = self._draw(index, badness, panels, meta, scores)
+        if self.policy.mode == "all":
+            for relative, data in pending.files.items():
+                _write(self.context.out_dir, relative, data)
+            pending.files = {}
         with self.lock:
-            if self.policy.mode == "all":
-                for relative, data in pending.files.items():
-                    _write(self.context.out_dir, relative, data)
-                pending.files = {}
             heapq.heappush(self.kept, (badness, -index, pending))  # indices are unique: no tie reaches `pending`
             if self.policy.mode == "worst" and len(self.kept) > self.policy.count:
                 heapq.heappop(self.kept)
@@ -305,14 +306,18 @@ class FigureWriter:
     def finish(self) -> list[ImageFigure]:
         """Write what waited for the end (the worst N's files, every error figure); worst first."""
         high = self.set_error_high()
-        done = []
-        for _, _, pending in sorted(self.kept, key=lambda k: (k[0], k[1]), reverse=True):
+        ordered = [pending for _, _, pending in sorted(self.kept, key=lambda k: (k[0], k[1]), reverse=True)]
+
+        def complete(pending: _Pending) -> ImageFigure:
             for relative, data in pending.files.items():
                 _write(self.context.out_dir, relative, data)
             if pending.errors:
                 self._draw_errors(pending, high)
-            done.append(pending.figure)
-        return done
+            return pending.figure
+
+        # Independent figures; the encoders release the GIL, so threads use every core.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="restore-figures") as pool:
+            return list(pool.map(complete, ordered))
 
     def _draw_errors(self, pending: _Pending, set_high: float | None) -> None:
         unit = f" ({pending.units})" if pending.units else ""
