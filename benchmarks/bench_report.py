@@ -9,7 +9,10 @@ cm, with the photos as guides (`restore test --model baseline`, DCTNet's convent
 a fresh `python -m restore test` process; `main`'s code is exported with `git archive` and put
 imported ahead of the installed tree. Times are wall seconds of the whole command (start-up included).
 
-    python benchmarks/bench_report.py [--maps 405] [--rounds 1] [--base main]
+    python benchmarks/bench_report.py [--maps 405] [--rounds 1] [--base main] [--skip-before]
+
+`--skip-before` measures this tree only (main's figure run alone takes 6-15 minutes here), so that
+several interleaved rounds fit; the ratios are then this tree's alone.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ def main() -> None:
     parser.add_argument("--maps", type=int, default=405)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--base", default="main", help="the git revision measured as 'before'")
+    parser.add_argument("--skip-before", action="store_true", help="measure this tree only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_report_") as tmp:
         tmp = Path(tmp)
@@ -116,9 +120,11 @@ def main() -> None:
             ("after", ROOT, "outputs, no figures (--figures none)", ["--figures", "none"], 3),
             ("after", ROOT, "outputs, figures and page (--figures all)", ["--figures", "all"], 3),
         ]
-        times: dict[int, list[float]] = {i: [] for i in range(len(configs))}
+        measured = [i for i, config in enumerate(configs) if not (args.skip_before and config[0] == "before")]
+        times: dict[int, list[float]] = {i: [] for i in measured}
         for round_ in range(args.rounds):
-            for i, (_, code, _, extra, _) in enumerate(configs):
+            for i in measured:
+                code, extra = configs[i][1], configs[i][3]
                 times[i].append(run(code, options, tmp / f"out{round_}_{i}", extra))
                 print(f"round {round_ + 1}: {configs[i][0]} {configs[i][2]}: {times[i][-1]:.1f} s", flush=True)
         load = os.getloadavg()
@@ -128,10 +134,12 @@ def main() -> None:
         print("| code | run | wall s | vs the same code without figures |")
         print("|---|---|---:|---:|")
         for i, (who, _, what, _, reference) in enumerate(configs):
+            if i not in median:
+                continue
             print(f"| {who} ({args.base if who == 'before' else 'this tree'}) | {what} | {median[i]:.1f} | "
                   f"{median[i] / median[reference]:.2f}x |")
-        print(f"\nafter, figures and page vs no outputs: {median[4] / median[2]:.2f}x; "
-              f"before, figures vs no figures: {median[1] / median[0]:.2f}x")
+        print(f"\nafter, figures and page vs no outputs: {median[4] / median[2]:.2f}x"
+              + ("" if args.skip_before else f"; before, figures vs no figures: {median[1] / median[0]:.2f}x"))
 
 
 if __name__ == "__main__":
