@@ -190,7 +190,8 @@ def test_an_empty_image_is_one_paragraph_and_nothing_is_written(checkpoint, tmp_
     result = subprocess.run([sys.executable, "-m", "restore", "infer", "--weights", str(checkpoint), str(inputs),
                              str(tmp_path / "out")], capture_output=True, text=True, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "b.png: the file is empty (0 bytes)" in result.stderr and not (tmp_path / "out").exists()
+    assert "b.png: the file is empty (0 bytes)" in " ".join(result.stderr.split())  # the CLI wraps at 100 columns
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_non_finite_output_is_an_error(tmp_path, capsys):
@@ -198,7 +199,8 @@ def test_a_non_finite_output_is_an_error(tmp_path, capsys):
     state = {k: torch.full_like(v, 1e38) if k == "conv_first.weight" else v for k, v in net.state_dict().items()}
     weights = save_weights(tmp_path / "overflow.safetensors", state, network=NETWORK, task=TASK)
     assert main(["infer", "--weights", str(weights), str(LR_X2 / "birdx2.png"), str(tmp_path / "out")]) == 2
-    assert "non-finite value(s) (NaN or inf)" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert "non-finite value(s) (NaN or inf)" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.fixture(scope="module")
