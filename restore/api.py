@@ -50,6 +50,7 @@ from restore.registry import (
     Entry,
     Registry,
 )
+from restore.report.render import Legend
 from restore.sharing import (
     NoSharing,
     RecursiveSharing,
@@ -61,7 +62,7 @@ from restore.sharing import (
     plain_layer,
     unshared_layers,
 )
-from restore.tasks import Sample, Task, mod_crop, quantize_uint8, register_task
+from restore.tasks import Display, Sample, Task, mod_crop, quantize_uint8, register_task
 from restore.validation import call_with_options, check_options, option_path, types_from_defaults
 
 API_VERSION = "1.0"
@@ -108,8 +109,8 @@ def register_reader(extension: str, reader: Any) -> Any:
 __all__ = [
     "API_VERSION",
     "ARCHS", "CONVERTERS", "DATASETS", "LOSSES", "METRICS", "OPTIMIZERS", "READERS", "SCHEDULERS", "SHARING", "TASKS",
-    "ArchInfo", "CheckpointError", "DataError", "Entry", "Field", "MetricSet", "NoSharing", "OptionError",
-    "RecursiveSharing", "Registry", "RestoreError", "Sample", "SharedRef", "SharingScheme", "Task",
+    "ArchInfo", "CheckpointError", "DataError", "Display", "Entry", "Field", "Legend", "MetricSet", "NoSharing",
+    "OptionError", "RecursiveSharing", "Registry", "RestoreError", "Sample", "SharedRef", "SharingScheme", "Task",
     "arch_info", "atomic_write_bytes", "build_network", "build_sharing", "build_task", "call_with_options",
     "check_options", "count_parameters", "decode_image", "list_files", "load_model", "load_weights_into",
     "materialize", "materialize_into", "mod_crop", "option_path", "pad_to_multiple", "plain_layer", "quantize_uint8",

@@ -27,6 +27,7 @@ import numpy as np
 from restore.data.io import read_array, write_image
 from restore.errors import DataError
 from restore.registry import TASKS
+from restore.report.render import Legend
 
 T = TypeVar("T")
 
@@ -39,6 +40,16 @@ class Sample:
     lq: np.ndarray | None
     meta: dict[str, Any] = field(default_factory=dict)
     guide: np.ndarray | None = None  # RGB at GT size (guided depth SR)
+
+
+@dataclass
+class Display:
+    """How a task wants one image's panels shown in reports: `images` are RGB uint8 pictures
+    shown as they are; `maps` are HxW float maps (NaN = no data) coloured with `legend`."""
+
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    legend: Legend | None = None
 
 
 def register_task(obj: T | None = None, *, name: str | None = None, aliases: tuple[str, ...] = ()) -> Any:
@@ -95,12 +106,18 @@ class Task:
     baseline: dict[str, Any] = {"type": "Identity"}
     #: Network space = `to_unit_range(to_pixels(raw))`, pixel by pixel (see the module docstring).
     unit_range: bool = True
+    baseline_label: str | None = None  # how reports name the baseline (default: its arch type)
+    saved_as: str = "8-bit PNG"  # what `save_output` writes, as reports state it
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         own_mapping = any(name in cls.__dict__ for name in ("prepare", "to_network", "guide_to_network"))
         if own_mapping and "unit_range" not in cls.__dict__:
             cls.unit_range = False  # the fast path's assumption may not hold: do as the class says
+
+    def baseline_name(self) -> str:
+        """The baseline's name in tables and figures, e.g. "Bicubic" or "noisy input"."""
+        return self.baseline_label or str(self.baseline["type"])
 
     def at_scale(self, scale: int) -> Task:
         """This task at another scale (multi-scale training and evaluation)."""
@@ -185,15 +202,27 @@ class Task:
         }
 
     def save_output(self, data: np.ndarray, stem: Path, meta: dict[str, Any]) -> Path:
-        """Write one restored result in data units; returns the written path."""
-        return write_image(stem.with_suffix(".png"), data)
+        """Write one restored result in data units, losslessly (reports read it back to draw
+        figures); returns the written path. `stem` is the path without extension."""
+        return write_image(Path(f"{stem}.png"), data)
 
-    def figure(self, panels: dict[str, np.ndarray], meta: dict[str, Any]) -> np.ndarray | None:
-        """An optional per-image picture for test reports (e.g. colour-mapped depth with an error
-        map). `panels` maps labels (``LQ``, each model's name, ``GT``) to data-unit arrays, plus
-        ``Guide`` (RGB uint8) when the dataset has guide images.
-        Returns an RGB uint8 image, or None when the saved outputs speak for themselves."""
+    def display(self, panels: dict[str, np.ndarray], meta: dict[str, Any]) -> Display:
+        """How reports show one image: `panels` maps labels (``LQ``, each model, ``GT``, and
+        ``Guide`` when the dataset has guide images) to data-unit arrays. By default 8-bit
+        images are shown as they are (gray as RGB)."""
+        return Display(images={label: _rgb(img) for label, img in panels.items()})
+
+    def error_map(self, output: np.ndarray, gt: np.ndarray, meta: dict[str, Any]) -> tuple[np.ndarray, str] | None:
+        """(|output - GT| as an HxW float map in reported units, NaN where not scored; the units),
+        for tasks whose reports draw error maps on one scale per test set; None for none."""
         return None
 
     def describe(self) -> str:
         return f"{type(self).__name__}(scale={self.scale}, channels={self.in_chans})"
+
+
+def _rgb(img: np.ndarray) -> np.ndarray:
+    """An 8-bit HWC image as RGB (gray repeated); other dtypes are scaled to 0..255."""
+    if img.dtype != np.uint8:
+        img = quantize_uint8(to_unit_range(img))
+    return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img[:, :, :3]

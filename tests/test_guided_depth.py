@@ -139,8 +139,11 @@ def test_restore_test_takes_guides_beside_a_dataset(rgbd, djf_weights, tmp_path)
                  str(rgbd / "RGB"), "--out", str(tmp_path / "report")]) == 0
     report = tmp_path / "report" / rgbd.name  # <name>/Depth is reported as <name>
     assert "DJF" in (report / "metrics.md").read_text()
-    figure = read_array(report / "figures" / "scene0_depth.png")
-    assert figure.shape[1] > 6 * figure.shape[0]  # Guide, LQ, Bicubic, DJF, GT, |DJF - GT|
+    figure = read_array(report / "figures" / "scene0_depth.png")  # LQ, Bicubic, DJF, GT over two error maps
+    assert figure.shape[2] == 3 and figure.shape[1] > 3 * figure.shape[0] / 2
+    assert read_array(report / "figures" / "Guide" / "scene0_depth.jpg").shape[2] == 3  # the photo, beside it
+    page = (report / "index.html").read_text()
+    assert "figures/Guide/scene0_depth.jpg" in page and "|DJF - GT|" in page
 
 
 def test_restore_infer_takes_a_guide(rgbd, djf_weights, tmp_path):
@@ -149,7 +152,8 @@ def test_restore_infer_takes_a_guide(rgbd, djf_weights, tmp_path):
     write_image(tmp_path / "guide.png", read_array(rgbd / "RGB" / "scene0_color.png")[:48, :60])
     assert main(["infer", str(tmp_path / "lr.png"), str(tmp_path / "out"), "--weights", str(djf_weights),
                  "--guide", str(tmp_path / "guide.png")]) == 0
-    assert read_array(tmp_path / "out" / "lr.png").shape == (48, 60, 1)
+    restored = read_array(tmp_path / "out" / "lr.tiff")  # float32 in the input's units, not rounded to 8 bits
+    assert restored.shape == (48, 60, 1) and restored.dtype == np.float32
     assert main(["infer", str(tmp_path / "lr.png"), str(tmp_path / "out2"), "--weights", str(djf_weights)]) == 2
 
 

@@ -40,18 +40,19 @@ def test_restore_test_on_a_depth_folder_writes_scores_maps_in_their_format_and_f
     assert restore_test("-opt", "options/ups_depth_x16.yml", "--dataset", str(folder), "--model", "baseline",
                         out=out) == 0
     report = out / "maps"
-    rows = (report / "metrics.csv").read_text().splitlines()
-    assert rows[0] == "model,image,rmse,psnr,ssim"
+    text = (report / "metrics.csv").read_bytes().decode()  # bytes: no newline translation hides a "\r"
+    rows = text.split("\n")[:-1]
+    assert "\r" not in text and rows[0] == "model,image,rmse,psnr,ssim"  # the option file's val.metrics
     assert {r.split(",")[1] for r in rows[1:]} == {"1000", "mm16", "venus_2", "mean"}
     saved = report / "Bicubic"
     npy = np.load(saved / "1000.npy")
     assert npy.dtype == np.float32 and npy.shape == (480, 640) and 0.5 < npy.mean() < 7  # metres, x16-cropped
-    png = read_array(saved / "mm16.png")
-    assert png.dtype == np.uint16 and png.max() > 255
+    tiff = read_array(saved / "mm16.tiff")  # a 16-bit source: float32, not rounded back to integers
+    assert tiff.dtype == np.float32 and tiff.max() > 255 and not np.array_equal(tiff, np.round(tiff))
     assert (saved / "venus_2.mat").is_file() and read_array(saved / "venus_2.mat").shape[:2] == (368, 432)
     for name in ("1000", "mm16", "venus_2"):
-        figure = read_array(report / "figures" / f"{name}.png")
-        assert figure.dtype == np.uint8 and figure.shape[2] == 3 and figure.shape[1] > 4 * figure.shape[0]
+        figure = read_array(report / "figures" / f"{name}.png")  # LQ, Bicubic, GT over |Bicubic - GT|
+        assert figure.dtype == np.uint8 and figure.shape[2] == 3 and figure.shape[1] > figure.shape[0]
 
 
 def test_denormalising_restores_the_data_units_without_swapping_min_and_max():
@@ -118,8 +119,14 @@ def test_nyu_rmse_is_in_centimetres_after_the_six_pixel_border_crop():
 def test_the_rmse_column_is_labelled_with_the_tasks_units():
     from restore.metrics import MetricSet
 
-    metrics = MetricSet(task(type="depth_sr", scale=4, units="cm").default_metrics())
-    assert metrics.unit("rmse") == "cm" and metrics.unit("psnr") == "dB"
+    metrics = MetricSet(task(type="depth_sr", scale=4, units="8-bit levels", data_peak=255).default_metrics())
+    assert metrics.unit("rmse") == "8-bit levels" and metrics.unit("psnr") == "dB"
+
+
+def test_depth_psnr_is_reported_only_with_the_datas_own_peak():
+    assert "psnr" not in task(type="depth_sr", scale=4, units="cm", unit_scale=100).default_metrics()
+    with_peak = task(type="depth_sr", scale=4, data_peak=255).default_metrics()
+    assert with_peak["psnr"]["data_range"] == 255 and with_peak["ssim"]["data_range"] == 255
 
 
 def test_depth_psnr_and_ssim_use_an_explicit_peak():
@@ -132,19 +139,24 @@ def test_depth_psnr_and_ssim_use_an_explicit_peak():
     assert DEPTH_SSIM(out, gt, data_range="gt_range") < 1.0
 
 
-def test_the_figure_shows_every_panel_and_an_error_map(motorcycle):
-    depth_sr = task(type="depth_sr", scale=4, units="px")
+def test_reports_show_maps_in_reported_units_and_errors_only_where_metrics_look(motorcycle):
+    depth_sr = task(type="depth_sr", scale=4, units="cm", unit_scale=0.1, border_crop=6)
     sample = depth_sr.prepare(motorcycle[:200, :300], None, name="crop")
     lq = depth_sr.degrade(sample.gt, rng=None, train=False)
     data = {"LQ": depth_sr.to_data(lq, sample.meta), "Bicubic": depth_sr.to_data(baseline_output(depth_sr, lq),
                                                                                 sample.meta)}
-    data["UPS"] = data["Bicubic"] + 0.5
     data["GT"] = depth_sr.to_data(sample.gt, sample.meta)
-    picture = depth_sr.figure(data, sample.meta)
-    assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
-    grey = np.all(picture == 127, axis=2) | np.all(picture == 128, axis=2)
-    assert grey.any()  # unknown disparity is drawn grey
-    assert picture.shape[1] / picture.shape[0] > 4  # LQ, Bicubic, UPS, GT and |UPS - GT| side by side
+    shown = depth_sr.display(data, sample.meta)
+    valid = sample.meta["valid"]
+    assert shown.maps["LQ"].shape == (50, 75) and np.isnan(shown.maps["GT"][~valid]).all()  # unknown: no data
+    np.testing.assert_allclose(shown.maps["GT"][valid], data["GT"][..., 0][valid] * 0.1, rtol=1e-6)
+    assert shown.legend.low == pytest.approx(np.nanmin(shown.maps["GT"]))
+    assert shown.legend.label.startswith("depth (cm)")
+    error, units = depth_sr.error_map(data["Bicubic"], data["GT"], sample.meta)
+    assert units == "cm" and np.isnan(error[:6]).all() and np.isnan(error[:, -6:]).all()  # the cropped border
+    scored = np.isfinite(error)
+    assert np.sqrt(np.mean(error[scored] ** 2)) == pytest.approx(
+        RMSE(data["Bicubic"], data["GT"], crop_border=6, context=depth_sr.metric_context(sample.meta)), rel=1e-5)
 
 
 def test_an_lr_map_of_the_wrong_size_is_named():

@@ -46,7 +46,7 @@ def _train_and_test(tmp_path: Path, option_file: str, network: tuple[str, ...], 
 def test_denoising_ups_beats_the_noisy_input(tmp_path):
     report = _train_and_test(tmp_path, "quickstart_denoise_s50.yml", TINY_UPS, 150, "--set", "train.optim_g.lr=1e-3",
                              test_args=("--no-save-img",))
-    net, noisy = mean_row(report / "Set5_small", "UPS"), mean_row(report / "Set5_small", "Identity")
+    net, noisy = mean_row(report / "Set5_small", "UPS"), mean_row(report / "Set5_small", "noisy input")
     assert net["psnr"] > noisy["psnr"] + 3.0
     assert net["ssim"] > noisy["ssim"]
 
@@ -56,7 +56,7 @@ def test_jpeg_ups_beats_the_compressed_input(tmp_path):
                              "--set", "datasets.train.gt_size=42", "--set", "datasets.train.batch_size_per_gpu=4",
                              "--set", "train.optim_g.lr=1e-3", "--set", "train.scheduler.milestones=[200]",
                              test_args=("--dataset", "datasets/Set5/LR_bicubic/X4", "--no-save-img"))
-    net, jpeg = mean_row(report / "X4", "UPS"), mean_row(report / "X4", "Identity")
+    net, jpeg = mean_row(report / "X4", "UPS"), mean_row(report / "X4", "JPEG input")
     assert net["psnr"] > jpeg["psnr"] + 0.1
     assert net["psnrb"] > jpeg["psnrb"]
 
@@ -69,16 +69,17 @@ def test_depth_network_beats_bicubic_and_writes_maps_in_their_format(shared, tmp
     assert mean_row(scores, "MSRResNet")["rmse"] < mean_row(scores, "Bicubic")["rmse"]
     restored = scores / "MSRResNet" / "teddy_2.mat"
     source = scipy.io.loadmat(shared / "data/depth/MSGNet_Middlebury/C/Depth/teddy_2.mat")["img_double"]
-    saved = scipy.io.loadmat(restored)["img_double"]  # same variable, dtype and (cropped) size
-    assert saved.dtype == source.dtype and saved.shape == (source.shape[0] // 4 * 4, source.shape[1] // 4 * 4)
+    saved = scipy.io.loadmat(restored)["img_double"]  # same variable and (cropped) size, float32 in its units
+    assert saved.dtype == np.float32 and saved.shape == (source.shape[0] // 4 * 4, source.shape[1] // 4 * 4)
     assert np.abs(saved.astype(float) - source[: saved.shape[0], : saved.shape[1]]).mean() < 5
-    figure = read_array(scores / "figures" / "teddy_2.png")
-    assert figure.shape[2] == 3 and figure.shape[1] > 4 * figure.shape[0]
+    figure = read_array(scores / "figures" / "teddy_2.png")  # LQ, Bicubic, MSRResNet, GT in a row
+    assert figure.shape[2] == 3 and figure.shape[1] > 3.5 * figure.shape[0]
+    assert read_array(scores / "figures" / "errors" / "teddy_2.png").shape[1] == figure.shape[1]
 
 
 def test_guided_depth_network_beats_bicubic_with_its_rgb_guides(shared, tmp_path):
     report = _train_and_test(tmp_path, "quick_djf_depth_x4.yml", (), 150, "--set", "train.scheduler.milestones=[100]")
     scores = report / "Middlebury_C"
     assert mean_row(scores, "DJF")["rmse"] < mean_row(scores, "Bicubic")["rmse"] - 0.03  # 4.22 vs 4.29 here
-    figure = read_array(scores / "figures" / "cones_2.png")
-    assert figure.shape[1] > 6 * figure.shape[0]  # the RGB guide comes first
+    figure = read_array(scores / "figures" / "cones_2.png")  # LQ, Bicubic, DJF, GT; the guide beside it
+    assert figure.shape[1] > 3.5 * figure.shape[0] and (scores / "figures" / "Guide" / "cones_2.jpg").is_file()

@@ -22,6 +22,8 @@ class Denoise(ImageTask):
     a level uniformly per sample (a blind model); tests use `sigma`. `clip` clips the noisy input
     to [0, 1] (off in the papers)."""
 
+    baseline_label = "noisy input"
+
     def __init__(self, sigma: float | None = 25.0, sigma_range: tuple[float, float] | None = None,
                  color: Color = "rgb", clip: bool = False) -> None:
         if sigma is None and sigma_range is None:

@@ -15,16 +15,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from restore.api import DataError, OptionError, Sample, Task, mod_crop, register_task
+from restore.api import DataError, Display, OptionError, Sample, Task, mod_crop, register_task
 
+from .depth_figure import depth_display, depth_error
 from .depth_io import h5_variable, mat_variable, write_depth
 from .resize import ResizeMethod, resize
 from .sisr import check_divisible
 
 # Formats whose depth variable name must be kept when writing results back.
 _NAMED_FORMATS = {".mat": mat_variable, ".h5": h5_variable, ".hdf5": h5_variable}
-# Lossy or odd containers: results are written as lossless PNG instead.
-_REWRITE_AS_PNG = (".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# Formats that hold float32 maps; results from any other file (8/16-bit images) become float32 TIFF.
+_FLOAT_FORMATS = (".npy", ".pfm", ".mat", ".h5", ".hdf5")
 
 
 def depth_channel(raw: np.ndarray, name: str) -> np.ndarray:
@@ -55,7 +56,9 @@ class DepthSR(Task):
     literature's Pillow bicubic on float maps, ``matlab``, ``torch``); the bicubic baseline uses
     the same method. `normalize`: ``minmax`` (per-image HR min/max, the literature) or ``fixed``
     (`value_range`). Metrics are in `units` = file units x `unit_scale`, with `border_crop`
-    pixels cropped from each side (6 for NYU-v2 / RGB-D-D)."""
+    pixels cropped from each side (6 in the FDSR/SGNet protocol). PSNR is reported only with a
+    `data_peak` (the data's own peak in reported units, 255 for 8-bit maps); `quantity` says
+    whether the maps hold depth or disparity (labels only)."""
 
     in_chans = 1
     out_chans = 1
@@ -63,13 +66,16 @@ class DepthSR(Task):
 
     def __init__(self, scale: int = 4, downsample: ResizeMethod = "pil",
                  normalize: Literal["minmax", "fixed"] = "minmax", value_range: tuple[float, float] | None = None,
-                 border_crop: int = 0, units: str = "", unit_scale: float = 1.0, zero_is_invalid: bool = True) -> None:
+                 border_crop: int = 0, units: str = "", unit_scale: float = 1.0, zero_is_invalid: bool = True,
+                 data_peak: float | None = None, quantity: Literal["depth", "disparity"] = "depth") -> None:
         if scale < 1:
             raise OptionError(f"task.scale: must be 1 or more, got {scale}.")
         if normalize == "fixed" and (value_range is None or value_range[1] <= value_range[0]):
             raise OptionError("task.value_range: normalize 'fixed' needs value_range [low, high] with low < high.")
         if border_crop < 0 or unit_scale <= 0:
             raise OptionError("task: border_crop must be >= 0 and unit_scale > 0.")
+        if data_peak is not None and not data_peak > 0:
+            raise OptionError(f"task.data_peak: must be a positive number (255 for 8-bit maps), got {data_peak}.")
         self.scale = scale
         self.downsample = downsample
         self.normalize = normalize
@@ -78,7 +84,10 @@ class DepthSR(Task):
         self.units = units
         self.unit_scale = unit_scale
         self.zero_is_invalid = zero_is_invalid
+        self.data_peak = data_peak
+        self.quantity = quantity
         self.baseline = {"type": "Bicubic", "method": downsample}
+        self.saved_as = "float32 maps in the data's own units (the source's format for .npy/.mat/.h5/.pfm, else TIFF)"
 
     # -- network space ---------------------------------------------------------------------
     def valid_mask(self, depth: np.ndarray) -> np.ndarray:
@@ -147,36 +156,43 @@ class DepthSR(Task):
         return {"valid": meta.get("valid"), "unit_scale": self.unit_scale}
 
     def default_metrics(self) -> dict[str, dict[str, Any]]:
+        """RMSE in `units`; PSNR only when the data have a peak (`data_peak`); SSIM with that peak,
+        else with each GT's range; the share of invalid pixels."""
         crop = self.border_crop
-        return {
+        peak = self.data_peak
+        metrics: dict[str, dict[str, Any]] = {
             "rmse": {"type": "rmse", "crop_border": crop, **({"unit": self.units} if self.units else {})},
-            "psnr": {"type": "depth_psnr", "crop_border": crop, "data_range": "gt_range"},
-            "ssim": {"type": "depth_ssim", "crop_border": crop, "data_range": "gt_range"},
-            "invalid": {"type": "invalid_pixels", "crop_border": crop},
         }
+        if peak is not None:
+            metrics["psnr"] = {"type": "depth_psnr", "crop_border": crop, "data_range": peak}
+        metrics["ssim"] = {"type": "depth_ssim", "crop_border": crop, "data_range": peak or "gt_range"}
+        metrics["invalid"] = {"type": "invalid_pixels", "crop_border": crop}
+        return metrics
 
     def _source_format(self, source: Path | None) -> dict[str, Any]:
         if source is None:
             return {}
         suffix = Path(source).suffix.lower()
-        found: dict[str, Any] = {"format": ".png" if suffix in _REWRITE_AS_PNG else suffix}
+        found: dict[str, Any] = {"format": suffix if suffix in _FLOAT_FORMATS else ".tiff"}
         if suffix in _NAMED_FORMATS:  # the variable name is looked up when an output is saved
             found["source"] = Path(source)
         return found
 
     def save_output(self, data: np.ndarray, stem: Path, meta: dict[str, Any]) -> Path:
-        """Write the map as its source was: same format, dtype, variable name and units."""
-        dtype = meta.get("dtype", "float32")
-        default = ".png" if dtype in ("uint8", "uint16") else ".npy"
-        suffix = meta.get("format", default)
+        """Write the map as float32 in the data's units, so that metrics recomputed from the file
+        give the table's values: in the source's format and variable name for .npy/.mat/.h5/.pfm,
+        as a float32 TIFF for 8/16-bit image sources (an integer file would round the output)."""
+        suffix = meta.get("format", ".tiff")
         variable = _NAMED_FORMATS[suffix](meta["source"]) if "source" in meta else "depth"
-        return write_depth(Path(f"{stem}{suffix}"), data, dtype, variable)
+        return write_depth(Path(f"{stem}{suffix}"), data, "float32", variable)
 
-    def figure(self, panels: dict[str, np.ndarray], meta: dict[str, Any]) -> np.ndarray | None:
-        from .depth_figure import depth_figure
+    def display(self, panels: dict[str, np.ndarray], meta: dict[str, Any]) -> Display:
+        return depth_display(panels, valid=meta.get("valid"), unit_scale=self.unit_scale, units=self.units,
+                             quantity=self.quantity)
 
-        return depth_figure(panels, baseline=self.baseline["type"], valid=meta.get("valid"), units=self.units,
-                            unit_scale=self.unit_scale, crop_border=self.border_crop)
+    def error_map(self, output: np.ndarray, gt: np.ndarray, meta: dict[str, Any]) -> tuple[np.ndarray, str] | None:
+        return depth_error(output, gt, valid=meta.get("valid"), unit_scale=self.unit_scale,
+                           crop_border=self.border_crop), self.units
 
     def describe(self) -> str:
         units = f", RMSE in {self.units}" if self.units else ""

@@ -158,7 +158,8 @@ def write_depth(path: Path, depth: np.ndarray, dtype: str, variable: str = "dept
         with h5py.File(buffer, "w") as f:
             f.create_dataset(variable, data=depth, compression="gzip")
     else:
-        if target not in (np.uint8, np.uint16):
-            raise DataError(f"{path}: a {target} map cannot be stored as {suffix}; use .npy, .pfm, .mat or .h5.")
+        float_tiff = suffix in (".tif", ".tiff") and target == np.float32
+        if target not in (np.uint8, np.uint16) and not float_tiff:
+            raise DataError(f"{path}: a {target} map cannot be stored as {suffix}; use .tiff, .npy, .pfm, .mat or .h5.")
         return write_image(path, depth[:, :, None])
     return atomic_write_bytes(path, buffer.getvalue())

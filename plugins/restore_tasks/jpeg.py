@@ -38,6 +38,8 @@ class JPEG(ImageTask):
     uniformly from `quality_range` when it is set (a blind model); tests use `quality`. `color`
     ``y`` (default) gives the gray/Y-channel models of the papers; ``rgb`` colour JPEG."""
 
+    baseline_label = "JPEG input"
+
     def __init__(self, quality: int = 40, color: Color = "y", quality_range: tuple[int, int] | None = None) -> None:
         _check_quality(quality, "quality")
         if quality_range is not None:

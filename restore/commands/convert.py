@@ -30,7 +30,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def served_scales(network: dict | None) -> list[int]:
+    """Every scale a multi-scale network's options list (``scales: [2, 3, 4]``); empty otherwise."""
+    scales = (network or {}).get("scales")
+    if isinstance(scales, (list, tuple)) and len(scales) > 1 and all(isinstance(s, int) for s in scales):
+        return sorted(scales)
+    return []
+
+
 def run(args: argparse.Namespace) -> int:
+    import json
     from pathlib import Path
 
     from restore.build import read_state_dict
@@ -51,12 +60,20 @@ def run(args: argparse.Namespace) -> int:
     extra = {"converted_from": source.name}
     if meta.get("converted_by"):
         extra["converted_by"] = meta["converted_by"]
-    save_weights(target, state_dict, network=network, task=task or meta.get("task"), extra=extra)
+    scales = served_scales(network)
+    if scales:
+        extra["scales"] = json.dumps(scales)  # every scale served; the task records the default one
+    task = task or meta.get("task")
+    save_weights(target, state_dict, network=network, task=task, extra=extra)
 
     print(f"wrote {target}: {len(state_dict)} tensors, {sum(t.numel() for t in state_dict.values()):,} values"
           + (f", converted by '{meta['converted_by']}'" if meta.get("converted_by") else ""))
     if network is not None:
         print(f"network_g: {network}")
+    if scales:
+        default = f" (task: x{task['scale']} by default)" if task and "scale" in task else ""
+        print(f"scales: x{', x'.join(map(str, scales))}{default}; choose one with `restore infer --scale` or "
+              "`restore test --scale`")
     else:
         print("note: no converter recognised the file, so no network options were recorded; "
               "give an option file (-opt) when you use these weights.")

@@ -67,6 +67,8 @@ class PairedImageDataset(Dataset):
     io_backend: ``{type: disk|lmdb|auto}`` as in BasicSR (LMDB also takes ``readahead: false``).
     meta_info_file: BasicSR list of GT names restricting a folder.
     filename_tmpl: LQ key from the GT key, e.g. ``'{}x2'`` for Set5's ``LR_bicubic/X2``.
+    lq_replace: substring replacements turning a GT key into its LQ key, applied before
+        `filename_tmpl` (``{_HR: _LR}`` for SelfExSR's ``img_001_SRF_4_HR`` / ``img_001_SRF_4_LR``).
     gt_size / lq_size: training patch size (give one; ``lq_size`` suits multi-scale training).
     scales: training scales drawn per batch (multi-scale nets); evaluation uses the task's scale.
     """
@@ -88,6 +90,7 @@ class PairedImageDataset(Dataset):
         scales: list[int] | None = None,
         dataroot_guide: str | None = None,
         guide_replace: dict[str, str] | None = None,
+        lq_replace: dict[str, str] | None = None,
     ) -> None:
         from restore.data.sources import open_source
 
@@ -103,10 +106,12 @@ class PairedImageDataset(Dataset):
         self.lq = None if dataroot_lq is None else open_source(dataroot_lq, backend=backend, read_file=read_file,
                                                                readahead=readahead)
         self.filename_tmpl = filename_tmpl
+        self.lq_replace = dict(lq_replace or {})
         self.keys = self.gt.keys()
         self.guide = None if dataroot_guide is None else open_source(dataroot_guide, readahead=readahead)
         self.guide_replace = dict(guide_replace or {})
-        self._check_partner(self.lq, "LQ", self.lq_key, f"with filename_tmpl '{filename_tmpl}'")
+        self._check_partner(self.lq, "LQ", self.lq_key, f"map GT names to LQ names with filename_tmpl "
+                            f"'{filename_tmpl}' and lq_replace")
         self._check_partner(self.guide, "guide", self.guide_key, "map GT names to guide names with guide_replace")
         if gt_size is not None and lq_size is not None:
             raise DataError(f"datasets.{phase}: give gt_size or lq_size, not both.")
@@ -133,13 +138,11 @@ class PairedImageDataset(Dataset):
             raise DataError(f"{source.root}: no {what} image for GT {', '.join(missing[:5])} "
                             f"(looked for '{key_of(missing[0])}'; {hint}).")
 
-    def lq_key(self, key: str) -> str:
-        return self.filename_tmpl.format(key)
-
     def guide_key(self, key: str) -> str:
-        for old, new in self.guide_replace.items():
-            key = key.replace(old, new)
-        return key
+        return _replaced(key, self.guide_replace)
+
+    def lq_key(self, key: str) -> str:
+        return self.filename_tmpl.format(_replaced(key, self.lq_replace))
 
     # -- checks -------------------------------------------------------------------------------
     def _check_sizes(self, key: str, scale: int, gt_hw: tuple[int, ...] | None, lq_hw: tuple[int, ...] | None,
@@ -304,6 +307,12 @@ class PairedImageDataset(Dataset):
                                    scale=self.task.scale)
         item = {"lq": lq, "gt": sample.gt, "meta": sample.meta, "name": sample.meta["name"]}
         return item if sample.guide is None else {**item, "guide": sample.guide}
+
+
+def _replaced(key: str, replacements: dict[str, str]) -> str:
+    for old, new in replacements.items():
+        key = key.replace(old, new)
+    return key
 
 
 def batch_to_device(batch: dict[str, Any], device: Any) -> dict[str, Any]:
