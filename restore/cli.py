@@ -67,12 +67,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+
+
+def _worker_message(text: str) -> str:
+    """A DataLoader worker's error arrives with the worker's traceback inside its message; keep the
+    error's own last line, which is our message (``restore.errors.DataError: <message>``)."""
+    if _WORKER_TRACEBACK not in text:
+        return text
+    last = [line for line in text.split(_WORKER_TRACEBACK, 1)[1].splitlines() if line.strip()][-1]
+    return last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith("Error") else last
 
 
 def describe_failure(exc: BaseException) -> tuple[str, int]:
     """(one-paragraph message, exit status) for an exception that ended a command."""
     if isinstance(exc, RestoreError):
-        return str(exc), 2
+        return _worker_message(str(exc)), 2
     if isinstance(exc, OSError) and exc.errno is not None:
         where = f"{exc.filename}: " if exc.filename else ""
         if exc.errno in _DISK_FULL:

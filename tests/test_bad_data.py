@@ -277,3 +277,26 @@ def test_a_training_sample_names_the_lq_file_of_a_wrong_size_pair(tmp_path):
     with pytest.raises(DataError, match=rf"{lq / 'headx2.png'}: LQ is 100x140 but its GT"):
         [dataset[key] for key in sampler.batch(0)]
     assert torch.is_tensor(dataset[SampleKey(0, 0, None)]["gt"])
+
+
+def test_a_corrupt_training_image_met_by_a_data_worker_is_one_paragraph_naming_it(tmp_path, write_options):
+    """The header is fine (so checks before the run pass); the pixels are not, and a DataLoader worker
+    decodes them: the worker's traceback must not reach the user."""
+    from tests.conftest import run_restore, tiny_sisr_options
+
+    folder = tmp_path / "HR"
+    folder.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(folder / f"img{i}.png"), np.random.default_rng(i).integers(0, 255, (96, 96, 3), np.uint8))
+    data = (folder / "img2.png").read_bytes()
+    (folder / "img2.png").write_bytes(data[:200] + bytes(len(data) - 200))  # IHDR kept, pixels gone
+    options = tiny_sisr_options(tmp_path, datasets__val=None, datasets__train__dataroot_gt=str(folder),
+                                datasets__train__num_worker_per_gpu=2, datasets__train__gt_size=32,
+                                train__total_iter=20)
+    done = run_restore("train", "-opt", str(write_options(options)), "--no-progress")
+    assert done.returncode == 2, done.stderr[-2000:]
+    ours = re.search(r"^error: .*?(?=\n(?:libpng|$))", done.stderr, re.M | re.S)  # libpng prints its own lines
+    message = ours.group(0) if ours else done.stderr
+    assert " ".join(message.split()) == (f"error: {folder / 'img2.png'}: cannot decode this image; the file is "
+                                         "corrupt or not an image.")
+    assert "Traceback" not in done.stderr
