@@ -37,6 +37,9 @@ class ArchInfo:
         flip-and-append, ``reflect``, ``replicate``).
     guided: the network also takes a guide image at output resolution, ``net(x, guide=g)``
         (the RGB photo of guided depth SR); datasets give it with ``dataroot_guide``.
+    channels_last: the network trains faster on channels-last (NHWC) tensors; ``train.channels_last``
+        follows this unless the option file says otherwise. Set it only where it was measured (plain
+        conv nets on CPU run 1.2-1.5x faster; window transformers can run slower).
     """
 
     size_multiple: int | str = 1
@@ -45,6 +48,7 @@ class ArchInfo:
     supports_half: bool = True
     pad_mode: str = "symmetric"
     guided: bool = False
+    channels_last: bool = False
 
 
 def register_arch(obj: T | None = None, *, name: str | None = None, aliases: tuple[str, ...] = (),

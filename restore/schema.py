@@ -104,7 +104,8 @@ class TrainOptions(Strict):
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_accumulation_steps: int = Field(1, ge=1, le=MAX_BATCH)
     sequence_loss_weights: list[float] | None = None
-    channels_last: bool = Field(False, description="run the network on channels-last (NHWC) tensors")
+    channels_last: bool | None = Field(None, description="run the network on channels-last (NHWC) tensors; "
+                                       "default: as the arch declares (ArchInfo.channels_last)")
     compile: bool = Field(False, description="torch.compile the network (falls back to eager, saying why)")
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
 

@@ -456,8 +456,11 @@ def _run(setup: TrainingSetup, accelerator: Any, root: Path, state: Path | None,
     device = accelerator.device
 
     net = setup.net
-    if opt_train.channels_last:
+    channels_last = opt_train.channels_last if opt_train.channels_last is not None else setup.info.channels_last
+    if channels_last:
         net = net.to(memory_format=torch.channels_last)
+        chosen = "train.channels_last" if opt_train.channels_last else f"{type(net).__name__} declares it faster"
+        log.info("the network runs on channels-last tensors (%s)", chosen)
     ema = None
     if opt_train.ema_decay > 0:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -515,7 +518,7 @@ def _run(setup: TrainingSetup, accelerator: Any, root: Path, state: Path | None,
     while counters.iteration < opt_train.total_iter:
         batch = batch_to_device(next(batches), device)
         lq, gt, guide = batch["lq"], batch["gt"], batch.get("guide")
-        if opt_train.channels_last:
+        if channels_last:
             lq = lq.contiguous(memory_format=torch.channels_last)
         with accelerator.accumulate(net):
             output = call_network(net, lq, scale=int(batch["scale"][0]), info=setup.info, guide=guide)

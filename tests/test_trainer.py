@@ -115,9 +115,12 @@ def test_compile_and_channels_last_train_like_eager_and_keep_plain_state_keys(tm
 
     from tests.conftest import REPO
 
-    common = {"datasets__val": None, "train__total_iter": 6, "logger__save_checkpoint_freq": 6}
+    common = {"datasets__val": None, "train__total_iter": 6, "logger__save_checkpoint_freq": 6,
+              "train__channels_last": False}
     _, eager_weights = _train(tmp_path, write_options, "eager", **common)
-    _, nhwc_weights = _train(tmp_path, write_options, "nhwc", train__channels_last=True, **common)
+    nhwc, nhwc_weights = _train(tmp_path, write_options, "nhwc", **{**common, "train__channels_last": None})
+    log = next((nhwc.experiment_dir / "logs").glob("train_*.log")).read_text()
+    assert "channels-last tensors (MSRResNet declares it faster)" in log  # the arch's own preference
     for key in eager_weights:
         torch.testing.assert_close(eager_weights[key], nhwc_weights[key], atol=1e-5, rtol=1e-4)
 

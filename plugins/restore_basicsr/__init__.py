@@ -14,8 +14,10 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from restore.api import LOSSES, SCHEDULERS, ArchInfo, register_arch, types_from_defaults
 
 # Per-arch facts the loop needs; archs not listed take defaults (no padding).
+# Plain conv nets train faster on channels-last tensors (BENCHMARKS.md, training on the CPU).
 ARCH_FACTS: dict[str, ArchInfo] = {
     "SwinIR": ArchInfo(size_multiple="window_size", pad_mode="symmetric"),
+    **{name: ArchInfo(channels_last=True) for name in ("MSRResNet", "EDSR", "RCAN", "RRDBNet")},
 }
 
 

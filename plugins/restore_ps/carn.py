@@ -26,7 +26,8 @@ from restore_ps.common import (
     require_rgb,
 )
 
-MULTI_SCALE = ArchInfo(multi_scale=True, shares_parameters=True)
+# channels_last: CARN trained 1.15-1.35x faster on channels-last tensors on the CPU (BENCHMARKS.md).
+MULTI_SCALE = ArchInfo(multi_scale=True, shares_parameters=True, channels_last=True)
 
 
 class MeanShift(nn.Module):
