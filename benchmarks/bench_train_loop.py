@@ -7,7 +7,10 @@ the two loops alternate in `--pairs` pairs so both meet the same machine load. P
 after the first logging interval (warm-up excluded; BasicSR timed per iteration by a subclass of its
 SRModel, restore from its log lines), and the whole process's wall and CPU seconds.
 
-    python benchmarks/bench_train_loop.py [--pairs 5] [--iterations 60]
+    python benchmarks/bench_train_loop.py [--pairs 5] [--iterations 60] [--set train.channels_last=false]
+
+`--set` passes an override to restore's runs only (e.g. the NCHW layout BasicSR uses, to compare the
+loops alone; by default MSRResNet trains channels-last, which its ArchInfo declares faster).
 
 The processes are `gpu_check.py`'s children (one definition of both loops for the CPU and GPU checks).
 """
@@ -59,6 +62,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=60)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for restore's runs")
     args = parser.parse_args()
     sizes = Sizes(iterations=args.iterations, print_freq=10, batch=8, lq_patch=48, tile=192, workers=2,
                   network={"type": "MSRResNet", "num_feat": 32, "num_block": 4})
@@ -68,13 +72,15 @@ def main() -> int:
     script = str(HERE / "gpu_check.py")
     rows: dict[str, list[tuple[float, float, float]]] = {"BasicSR": [], "restore": []}
     print(f"# {cpu_description()}; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}; "
-          f"{len(list(hr.iterdir()))} HR tiles of {sizes.tile}px; {args.pairs} pairs")
+          f"{len(list(hr.iterdir()))} HR tiles of {sizes.tile}px; {args.pairs} pairs; restore overrides: "
+          f"{', '.join(args.set) or 'none'}")
     for pair in range(args.pairs):
         done, wall, cpu = timed([sys.executable, script, "child-basicsr", str(basicsr_file), str(work / f"b{pair}")])
         stamps, window = child_result(done)["stamps"], sizes.print_freq
         rows["BasicSR"].append(((len(stamps) - window) / (stamps[-1] - stamps[window - 1]), wall, cpu))
+        overrides = [arg for item in args.set for arg in ("--set", item)]
         done, wall, cpu = timed([sys.executable, script, "child-restore", "train", "-opt", str(restore_file),
-                                 "--no-progress", "--set", f"name=r{pair}"])
+                                 "--no-progress", "--set", f"name=r{pair}", *overrides])
         rates = [float(m[3]) for m in LOG_LINE.finditer(done.stderr + done.stdout)]
         rows["restore"].append((steady_rate(rates), wall, cpu))
         ratio = rows["restore"][-1][0] / rows["BasicSR"][-1][0]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 
 def available_cpus() -> int:
     try:
@@ -23,6 +21,8 @@ def available_cpus() -> int:
 
 def choose_threads(requested: int | None = None) -> tuple[int, str]:
     """Set torch's intra-op threads and return (threads, why) for the log."""
+    import torch
+
     cpus = available_cpus()
     if requested is not None:
         threads, why = requested, "--threads"
@@ -38,6 +38,8 @@ def choose_threads(requested: int | None = None) -> tuple[int, str]:
 
 def single_threaded_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: one thread per worker process (torch and OpenCV)."""
+    import torch
+
     torch.set_num_threads(1)
     try:
         import cv2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from restore.commands.arguments import add_max_pixels_argument
+
 LMDB_DESCRIPTION = """\
 Write every image of SRC into the LMDB OUT (BasicSR's layout: data.mdb, lock.mdb, meta_info.txt,
 keys = file names without extension, PNG values), so BasicSR and restore both read it.
@@ -24,15 +26,6 @@ examples:
 then train from it with:
   datasets: {train: {dataroot_gt: OUT.lmdb, io_backend: {type: lmdb}}}
 """
-
-
-def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
-    """``--max-pixels N``, the same for every command that reads images."""
-    parser.add_argument(
-        "--max-pixels", type=int, default=None, metavar="N",
-        help="refuse images of more than N pixels, read from their header before decoding (default: the option "
-        "max_image_pixels, else 100000000; 0: no limit)",
-    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from restore.commands.data import add_max_pixels_argument
+from restore.commands.arguments import add_max_pixels_argument, add_threads_argument
 
 AUTO_TILE_PIXELS = 1024 * 1024  # inputs with more pixels than this are tiled ...
 AUTO_TILE = 512  # ... in tiles of this size, unless --tile says otherwise
@@ -63,6 +63,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--quantize", choices=("round", "truncate"), default=None,
                         help="how outputs become 8-bit (default round, or val.quantize of -opt)")
     add_max_pixels_argument(parser)
+    add_threads_argument(parser, "the network")
     parser.set_defaults(func=run)
 
 
@@ -211,12 +212,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from restore.commands.arguments import apply_threads
     from restore.data.io import read_array, use_max_image_pixels
     from restore.data.paired import to_tensor
     from restore.errors import OptionError
     from restore.evaluation import check_finite_output
     from restore.inference import run_network
 
+    threads = apply_threads(args)
     if args.tile is not None and 0 < args.tile < 8:
         raise OptionError(f"--tile {args.tile}: give 0 (never tile) or a tile of at least 8 pixels.")
     files = _input_files(args.input)
@@ -252,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     tiling = f", {tiled} of them in tiles ({overlap}-pixel overlap)" if tiled else ""
     where = f"the file {written[0]}" if as_file else f"the folder {args.output}"
-    print(f"restored {len(files)} image(s) with {type(net).__name__} ({task.describe()}) on {device}{tiling} "
+    cpu = f" ({threads})" if device.type == "cpu" else ""
+    print(f"restored {len(files)} image(s) with {type(net).__name__} ({task.describe()}) on {device}{cpu}{tiling} "
           f"in {seconds:.1f} s into {where}; saved as {task.saved_as}")
     return 0

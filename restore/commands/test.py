@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from restore.commands.data import add_max_pixels_argument
+from restore.commands.arguments import add_max_pixels_argument, add_threads_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,18 +54,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="write only the metrics and the page, not the restored images (no figures either)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     add_max_pixels_argument(p)
+    add_threads_argument(p, "the networks")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from restore.commands.arguments import apply_threads
     from restore.data.io import use_max_image_pixels
     from restore.errors import OptionError
     from restore.options import load_options
     from restore.report.figures import FigurePolicy
     from restore.tester import options_from_checkpoint, run_tests, split_dataset_overrides, test_sets
 
+    threads = apply_threads(args)
     figures = FigurePolicy.parse(args.figures) if args.figures else None
     if args.no_save_img and figures is not None and figures.mode != "none":
         raise OptionError(f"--figures {figures}: --no-save-img writes only the metrics and the page; drop it to "
@@ -89,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
                      device=args.device, figures=figures, error_scale=args.error_scale)
     if runs and runs[0].weights:
         print(f"weights: {runs[0].weights}")
+    print(f"networks ran on {args.device or 'cuda when available, else cpu'}; CPU: {threads}")
     for run_ in runs:
         print(f"\n## {run_.dataset}\n\n{run_.table}\n\nreport: {run_.page or run_.out_dir}")
     if runs:

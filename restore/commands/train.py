@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from restore.commands.data import add_max_pixels_argument
+from restore.commands.arguments import add_max_pixels_argument, add_threads_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,28 +29,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="build and check everything (options, data, network, loss, optimizer, scheduler, the first "
                    "batch, the state to resume) and stop without writing anything")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for the training step (default: OMP_NUM_THREADS, else the cores the load "
-                   "average leaves free; data workers use one thread each)")
+    add_threads_argument(p, "the training step")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     add_max_pixels_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from restore.commands.arguments import apply_threads
     from restore.data.io import use_max_image_pixels
-    from restore.errors import OptionError
     from restore.options import load_options
-    from restore.threads import choose_threads
     from restore.trainer import train
 
-    if args.threads is not None and args.threads < 1:
-        raise OptionError(f"--threads: must be 1 or more, got {args.threads}.")
-    threads, why = choose_threads(args.threads)
+    threads = apply_threads(args)
     options = load_options(args.opt, args.set)
     use_max_image_pixels(args.max_pixels, options.max_image_pixels)
     result = train(options, resume=args.resume, auto_resume=args.auto_resume, dry_run=args.dry_run,
-                   progress=not args.no_progress, threads=f"{threads} intra-op thread(s) ({why})")
+                   progress=not args.no_progress, threads=threads)
     if result is None:
         print(f"{args.opt}: options valid; data, network, loss, optimizer, scheduler and the first batch checked. "
               "(dry run: nothing written)")
