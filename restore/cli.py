@@ -16,7 +16,7 @@ import textwrap
 from restore import __version__
 from restore.errors import RestoreError
 
-COMMANDS = ("train", "test", "infer", "data", "plugins", "convert", "export", "profile")
+COMMANDS = ("train", "test", "infer", "data", "plugins", "convert", "export", "profile", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:
