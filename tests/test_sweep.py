@@ -95,19 +95,21 @@ def test_pareto_front_keeps_the_points_no_other_point_beats_on_both_axes():
 @pytest.mark.slow
 def test_quick_grid_writes_its_csv_table_and_plots(tmp_path):
     roots = [f"path.experiments_root={tmp_path / 'experiments'}", f"path.results_root={tmp_path / 'results'}"]
-    result = run_restore("sweep", "-opt", "options/sweep_quick.yml", "--grid", "manual_seed=[0, 1]",
-                         "--set", "train.total_iter=10", "--set", "sweep.output_size=320x180",
+    # The shipped grid (four networks) with one seed and 5 iterations instead of two seeds and 100.
+    result = run_restore("sweep", "-opt", "options/sweep_quick.yml", "--grid", "manual_seed=[0]",
+                         "--set", "train.total_iter=5", "--set", "sweep.output_size=320x180",
                          *(arg for r in roots for arg in ("--set", r)), "--no-progress")
     assert result.returncode == 0, result.stderr
     report = tmp_path / "results" / "sweep_quick"
     with open(report / "sweep.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 8 and {r["manual_seed"] for r in rows} == {"0", "1"}
+    assert len(rows) == 4 and {r["manual_seed"] for r in rows} == {"0"}
     assert {"params", "flops", "latency_ms", "iterations", "Set5/psnr", "Set5/ssim", "network_g.type"} <= set(rows[0])
-    assert {r["iterations"] for r in rows} == {"10"}
+    assert {r["iterations"] for r in rows} == {"5"} and len({r["flops"] for r in rows}) == 1  # same convs
+    assert all(float(r["train_seconds"]) > 0 for r in rows)
     params = {r["configuration"]: int(r["params"]) for r in rows}
     assert params["type-DRRN"] < params["type-DRRN_PS"] < params["type-DRRN__sharing-none"]
-    assert all(25 < float(r["Set5/psnr"]) < 40 for r in rows)
+    assert all(15 < float(r["Set5/psnr"]) < 40 for r in rows)
     table = (report / "sweep.md").read_text()
     assert "| type-DRRN_PS__gamma-1_2 |" in table and table in result.stdout
     for plot in ("Set5_psnr_vs_params.png", "Set5_psnr_vs_flops.png"):

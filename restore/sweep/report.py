@@ -92,8 +92,9 @@ def write_report(root: Path, title: str, results: list[dict[str, Any]], metric: 
     stem = metric.replace("/", "_")
     for cost in ("params", "flops"):
         paths[f"plot_{cost}"] = root / f"{stem}_vs_{cost}.png"
-        plot(confs, metric, cost, f"{title}: {metric} against {'parameters' if cost == 'params' else 'FLOPs'}",
-             paths[f"plot_{cost}"], size)
+        against = "parameters" if cost == "params" else "FLOPs"
+        plot(confs, metric, cost, f"{title}: {metric} against {against}\n(mean per configuration, bars from the "
+             "lowest to the highest seed, circles: Pareto front)", paths[f"plot_{cost}"], size)
     return paths
 
 
@@ -102,10 +103,13 @@ def cells_csv(results: list[dict[str, Any]]) -> str:
     metrics = list(dict.fromkeys(m for r in results for m in r["metrics"]))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["cell", "configuration", "seed", *keys, "params", "flops", "latency_ms", "iterations", *metrics])
+    writer.writerow(["cell", "configuration", "seed", *keys, "params", "flops", "latency_ms", "iterations",
+                     "train_seconds", *metrics])
     for r in results:
+        seconds = r.get("train_seconds")
         writer.writerow([r["cell"], r["configuration"], r["seed"], *(_cell(r["values"].get(k)) for k in keys),
                          r["params"], f"{r['flops']:.0f}", f"{r['latency_ms']:.2f}", r["iterations"],
+                         "" if seconds is None else f"{seconds:.0f}",
                          *(f"{r['metrics'][m]:.6f}" if m in r["metrics"] else "" for m in metrics)])
     return out.getvalue()
 

@@ -181,6 +181,7 @@ def run_sweep(sweep: Sweep, plans: list[CellPlan], *, jobs: int = 1, launcher: t
     running: list[_Training] = []
     failures: list[str] = []
     cache: dict[str, dict[str, Any]] = {}
+    trained_for: dict[str, float] = {}  # wall seconds of the training process this run started
     tqdm.monitor_interval = 0  # no monitor thread: training processes are forked from this one
     bar = tqdm(total=len(plans), initial=len(results), desc=sweep.name, unit="cell", disable=not progress,
                dynamic_ncols=True)
@@ -204,6 +205,7 @@ def run_sweep(sweep: Sweep, plans: list[CellPlan], *, jobs: int = 1, launcher: t
                 running.remove(job)
                 job.log.close()
                 if job.process.returncode == 0:
+                    trained_for[job.plan.cell.name] = time.time() - job.started
                     to_test.append(job.plan)
                 else:
                     failures.append(f"{job.plan.cell.name} (training exited with status {job.process.returncode}; "
@@ -214,6 +216,7 @@ def run_sweep(sweep: Sweep, plans: list[CellPlan], *, jobs: int = 1, launcher: t
                 plan = to_test.popleft()
                 try:
                     result = evaluate_cell(plan.cell, plan.options, sweep.settings, cache, device=device)
+                    result["train_seconds"] = trained_for.get(plan.cell.name)
                 except RestoreError as exc:
                     failures.append(f"{plan.cell.name} (test: {exc})")
                 else:
