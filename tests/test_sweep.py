@@ -4,6 +4,7 @@ cell trains and tests as its own run, and an interrupted sweep finishes without 
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import signal
 import subprocess
@@ -95,8 +96,9 @@ def test_pareto_front_keeps_the_points_no_other_point_beats_on_both_axes():
 @pytest.mark.slow
 def test_quick_grid_writes_its_csv_table_and_plots(tmp_path):
     roots = [f"path.experiments_root={tmp_path / 'experiments'}", f"path.results_root={tmp_path / 'results'}"]
-    # The shipped grid (four networks) with one seed and 5 iterations instead of two seeds and 100.
-    result = run_restore("sweep", "-opt", "options/sweep_quick.yml", "--grid", "manual_seed=[0]",
+    # The shipped grid (four networks) with one seed and 5 iterations instead of two seeds and 100,
+    # two cells training at a time.
+    result = run_restore("sweep", "-opt", "options/sweep_quick.yml", "--grid", "manual_seed=[0]", "--jobs", "2",
                          "--set", "train.total_iter=5", "--set", "sweep.output_size=320x180",
                          *(arg for r in roots for arg in ("--set", r)), "--no-progress")
     assert result.returncode == 0, result.stderr
@@ -115,6 +117,15 @@ def test_quick_grid_writes_its_csv_table_and_plots(tmp_path):
     for plot in ("Set5_psnr_vs_params.png", "Set5_psnr_vs_flops.png"):
         assert (report / plot).read_bytes().startswith(b"\x89PNG")
     assert (tmp_path / "results" / "sweep_quick__type-DRRN__manual_seed-0" / "Set5" / "metrics.csv").is_file()
+    spans = [_logged_span(log) for log in (report / "cells").glob("*.log")]
+    assert len(spans) == 4 and any(a[0] <= b[1] and b[0] <= a[1] for a, b in itertools.combinations(spans, 2)), spans
+
+
+def _logged_span(log: Path) -> tuple[str, str]:
+    """First and last timestamp of a training log (a new process takes seconds to start, so the spans
+    of cells trained one after the other never touch)."""
+    stamps = [line[:19] for line in log.read_text().splitlines() if line[:2] == "20" and line[19:20] == " "]
+    return stamps[0], stamps[-1]
 
 
 def _processes_running(fragment: str) -> list[int]:
