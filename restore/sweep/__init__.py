@@ -2,6 +2,6 @@
 
 * `restore.sweep.grid` -- the sweep definition: grid axes, cells, their names and validation;
 * `restore.sweep.runner` -- running the cells as ``restore train`` processes, resumable;
-* `restore.sweep.evaluate` -- scoring a trained cell: test sets, parameters, FLOPs, latency;
+* `restore.sweep.evaluate` -- scoring trained cells: test sets, parameters, FLOPs; latency of all at once;
 * `restore.sweep.report` -- ``sweep.csv``, ``sweep.md`` and the plots with the Pareto front.
 """

@@ -22,7 +22,7 @@ class Configuration:
     name: str
     params: int
     flops: float
-    latency_ms: float
+    latency_ms: float | None
     seeds: list[int] = field(default_factory=list)
     scores: dict[str, list[float]] = field(default_factory=dict)  # metric -> one value per seed
     pareto: dict[str, bool] = field(default_factory=dict)         # "params"/"flops" -> on the front
@@ -44,12 +44,14 @@ def plot_metric(results: list[dict[str, Any]], chosen: str | None) -> str:
     return chosen
 
 
-def configurations(results: list[dict[str, Any]], metric: str) -> list[Configuration]:
+def configurations(results: list[dict[str, Any]], metric: str, latency: dict[str, float] | None = None
+                   ) -> list[Configuration]:
     """Results pooled by configuration, in sweep order, with the Pareto fronts of `metric`."""
+    latency = latency or {}
     pooled: dict[str, Configuration] = {}
     for r in results:
-        conf = pooled.setdefault(r["configuration"], Configuration(r["configuration"], r["params"], r["flops"],
-                                                                   r["latency_ms"]))
+        name = r["configuration"]
+        conf = pooled.setdefault(name, Configuration(name, r["params"], r["flops"], latency.get(name)))
         conf.seeds.append(r["seed"])
         for name, value in r["metrics"].items():
             conf.scores.setdefault(name, []).append(value)
@@ -74,19 +76,21 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = Tru
     return [not any(dominates(q, p) for q in points if q is not p) for p in points]
 
 
-def write_report(root: Path, title: str, results: list[dict[str, Any]], metric: str | None = None
-                 ) -> dict[str, Path]:
-    """Write sweep.csv, sweep.md and the two plots under `root`; return their paths."""
+def write_report(root: Path, title: str, results: list[dict[str, Any]], metric: str | None = None,
+                 latency: dict[str, float] | None = None, timing: str = "") -> dict[str, Path]:
+    """Write sweep.csv, sweep.md and the two plots under `root`; return their paths.
+
+    `latency` (ms per configuration) and `timing` (how it was measured) come once all cells are done."""
     if not results:
         return {}
     metric = plot_metric(results, metric)
-    confs = configurations(results, metric)
+    confs = configurations(results, metric, latency)
     paths = {"csv": root / "sweep.csv", "markdown": root / "sweep.md"}
-    atomic_write_bytes(paths["csv"], cells_csv(results).encode())
+    atomic_write_bytes(paths["csv"], cells_csv(results, latency or {}).encode())
     table = markdown_table(confs, metric, results[0]["higher_is_better"][metric])
     size = results[0]["flops_output"]
-    note = (f"FLOPs: fvcore multiply-accumulates for a {size} output; latency: median forward pass on a "
-            f"{results[0]['latency_input']} input ({results[0]['device']}); scores: mean over seeds (± sample std; "
+    note = (f"FLOPs: fvcore multiply-accumulates for a {size} output; latency: "
+            f"{timing or 'measured when every cell is done'}; scores: mean over seeds (± sample std; "
             f"min to max for {metric}); Pareto: on the front of {metric} against parameters / FLOPs.")
     atomic_write_bytes(paths["markdown"], f"# {title}\n\n{table}\n\n{note}\n".encode())
     stem = metric.replace("/", "_")
@@ -98,7 +102,7 @@ def write_report(root: Path, title: str, results: list[dict[str, Any]], metric: 
     return paths
 
 
-def cells_csv(results: list[dict[str, Any]]) -> str:
+def cells_csv(results: list[dict[str, Any]], latency: dict[str, float]) -> str:
     keys = sorted(dict.fromkeys(k for r in results for k in r["values"]), key=lambda k: k == SEED_KEY)  # seed last
     metrics = list(dict.fromkeys(m for r in results for m in r["metrics"]))
     out = io.StringIO()
@@ -108,14 +112,19 @@ def cells_csv(results: list[dict[str, Any]]) -> str:
     for r in results:
         seconds = r.get("train_seconds")
         writer.writerow([r["cell"], r["configuration"], r["seed"], *(_cell(r["values"].get(k)) for k in keys),
-                         r["params"], f"{r['flops']:.0f}", f"{r['latency_ms']:.2f}", r["iterations"],
-                         "" if seconds is None else f"{seconds:.0f}",
+                         r["params"], f"{r['flops']:.0f}", _number(latency.get(r["configuration"]), ".2f"),
+                         r["iterations"],
+                         _number(seconds, ".0f"),
                          *(f"{r['metrics'][m]:.6f}" if m in r["metrics"] else "" for m in metrics)])
     return out.getvalue()
 
 
 def _cell(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
 
 
 def _fmt(value: float, metric: str, like: float | None = None) -> str:
@@ -135,7 +144,8 @@ def markdown_table(confs: list[Configuration], metric: str, higher: bool) -> str
             text = _fmt(c.mean(m), m) + (f" ± {_fmt(c.std(m), m, c.mean(m))}" if len(c.scores[m]) > 1 else "")
             scores.append(f"**{text}**" if m == metric and c.mean(m) == best else text)
         front = [cost for cost in ("params", "FLOPs") if c.pareto[cost.lower()]]
-        lines.append(f"| {c.name} | {c.params:,} | {c.flops / 1e9:.1f}G | {c.latency_ms:.1f} | {len(c.seeds)} | "
+        lines.append(f"| {c.name} | {c.params:,} | {c.flops / 1e9:.1f}G | {_number(c.latency_ms, '.1f') or '-'} | "
+                     f"{len(c.seeds)} | "
                      + " | ".join(scores)
                      + f" | {_fmt(min(c.scores[metric]), metric)} to {_fmt(max(c.scores[metric]), metric)} | "
                      + f"{', '.join(front) or '-'} |")

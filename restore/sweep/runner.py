@@ -6,7 +6,7 @@ Where things go (``<sweep>`` is the base option file's name)::
     results/<cell>/<set>/               the cell's test report, as `restore test` makes it
     results/<sweep>/cells/<cell>.yml    the cell's complete options (what `restore train -opt` ran)
     results/<sweep>/cells/<cell>.log    the training process's output
-    results/<sweep>/cells/<cell>.json   the cell's result: metrics, parameters, FLOPs, latency
+    results/<sweep>/cells/<cell>.json   the cell's result: metrics, parameters, FLOPs
 
 A cell with a result file is finished and skipped; a cell whose training reached ``total_iter``
 is only tested; a cell with a complete training state resumes from it (``--resume``); any other
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from restore.data.io import atomic_write_bytes
@@ -167,8 +168,10 @@ def run_sweep(sweep: Sweep, plans: list[CellPlan], *, jobs: int = 1, launcher: t
     """Train and test every unfinished cell (`jobs` trainings at a time); the results of all cells."""
     from tqdm import tqdm
 
-    from restore.sweep.evaluate import evaluate_cell
+    from restore.sweep.evaluate import evaluate_cell, time_configurations
     from restore.sweep.report import write_report
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     for plan in plans:
         if plan.status != "done":
@@ -236,7 +239,17 @@ def run_sweep(sweep: Sweep, plans: list[CellPlan], *, jobs: int = 1, launcher: t
     finally:
         bar.close()
     ordered = _in_order(plans, results)
-    write_report(sweep_root(sweep), sweep.name, ordered, sweep.settings.metric)
+    if ordered:
+        say("timing the trained networks together")
+        trained = {}
+        for plan in plans:
+            if plan.cell.name in results:
+                trained.setdefault(plan.cell.configuration, (plan.options, results[plan.cell.name]["weights"]))
+        latency = time_configurations(trained, sweep.settings, device)
+        size, rounds = sweep.settings.latency_size, sweep.settings.latency_rounds
+        timing = (f"median forward pass on a {size}x{size} input ({device}, {torch.get_num_threads()} thread(s)), "
+                  f"all configurations timed together in {rounds} interleaved rounds")
+        write_report(sweep_root(sweep), sweep.name, ordered, sweep.settings.metric, latency, timing)
     if failures:
         raise SweepFailed(f"{len(failures)} of {len(plans)} sweep cells failed: {'; '.join(failures)}. The others "
                           f"are in {sweep_root(sweep) / 'sweep.csv'}; run the sweep again to retry the failed ones.")
