@@ -24,7 +24,7 @@ from pathlib import Path
 from restore import __version__
 from restore.errors import RestoreError
 
-COMMANDS = ("train", "test", "infer", "data", "plugins", "convert", "export", "profile")
+COMMANDS = ("train", "test", "infer", "data", "plugins", "convert", "export", "profile", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:

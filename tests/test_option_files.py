@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from restore.errors import DataError
-from restore.options import check_registered_blocks, load_options
+from restore.options import check_registered_blocks, load_options, read_with_bases
+from restore.sweep.grid import check_cells, load_sweep
 from restore.trainer import train
 from tests.conftest import REPO
 
@@ -26,13 +27,26 @@ def test_the_planned_option_files_exist():
 @pytest.mark.parametrize("path", OPTION_FILES, ids=lambda p: p.name)
 def test_option_file_validates(path, monkeypatch):
     monkeypatch.chdir(REPO)  # data paths in option files are relative to the project root
+    if "sweep" in read_with_bases(path):  # a sweep file (`restore sweep`): every cell validates
+        try:
+            check_cells(load_sweep(path))
+            return
+        except DataError as err:
+            message = str(err).split(": ", 1)[1]
+    else:
+        message = _check_training_file(path)
+    if message is not None:  # a paper-scale dataset that is not on this machine
+        assert message.startswith("datasets.") and "does not exist" in message
+        assert "Prepare it with:" in message and "See datasets/README.md" in message
+
+
+def _check_training_file(path) -> str | None:
     options = load_options(path)
     check_registered_blocks(options)
     if options.train is None:
-        return
+        return None
     try:
         assert train(options, dry_run=True) is None
     except DataError as err:  # a paper-scale dataset that is not on this machine
-        message = str(err)
-        assert message.startswith("datasets.") and "does not exist" in message
-        assert "Prepare it with:" in message and "See datasets/README.md" in message
+        return str(err)
+    return None

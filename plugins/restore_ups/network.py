@@ -28,6 +28,9 @@ from restore.api import ArchInfo, OptionError, SharingScheme, build_sharing, pad
 from .attention import Activation, AttentionNorm, DecoupledWindowAttention, Similarity
 
 LayerConv = Literal["conv3x3", "conv1x1", "grouped3x3", "depthwise3x3", "dwsep3x3"]
+# Initialisation of the shared projection U and of the layer-specific convs: the paper says nothing.
+ProjInit = Literal["trunc_normal", "orthogonal"]
+ConvInit = Literal["pytorch", "trunc_normal", "zeros"]
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -83,6 +86,12 @@ class UPS(nn.Module):
     `sharing` chooses how the layers' projections are shared: ``unified_projection`` (``n_share``
     projections, 1 = the paper), ``none`` (layer-specific) or ``recursive`` (one); a mapping
     without ``type`` (``{n_share: 24}``) adjusts the default ``unified_projection``.
+
+    Initialisation (not published): every linear, U included, is truncated normal with std 0.02 as in
+    SwinIR; ``proj_init: orthogonal`` gives U orthonormal rows instead (cosines in the projection then
+    start close to those of the features). The layer convs keep PyTorch's default (``conv_init:
+    pytorch``), or are truncated normal with std 0.02 like the SwinIR ``qkv`` linear they replace
+    (``trunc_normal``), or start at zero (``zeros``: every layer starts as the identity).
     """
 
     def __init__(
@@ -106,6 +115,8 @@ class UPS(nn.Module):
         variant: Literal["ref", "alt"] = "ref",
         img_range: float = 1.0,
         drop_path_rate: float = 0.0,
+        proj_init: ProjInit = "trunc_normal",
+        conv_init: ConvInit = "pytorch",
         sharing: str | Mapping[str, Any] | SharingScheme | None = DEFAULT_SHARING,
     ) -> None:
         super().__init__()
@@ -145,6 +156,7 @@ class UPS(nn.Module):
         else:
             self.tail = nn.Conv2d(embed_dim, in_chans, 3, padding=1)
         self.apply(_init_weights)
+        _init_layers([layer for group in self.groups for layer in group.layers], proj_init, conv_init)
 
     def _attention_layer(self, index: int, shifted: bool, dim: int, layer_conv: LayerConv, conv_groups: int,
                          drop_path: float, options: dict[str, Any]) -> DecoupledWindowAttention:
@@ -170,6 +182,31 @@ class UPS(nn.Module):
         y = self.tail(body) if self.upscale > 1 else x + self.tail(body)
         y = y / self.img_range + self.mean
         return y[..., : h * self.upscale, : w * self.upscale]
+
+
+def _init_layers(layers: list[nn.Module], proj_init: ProjInit, conv_init: ConvInit) -> None:
+    """Re-initialise the projections and layer convs when asked for something other than the default.
+
+    Shared modules are reached through their `SharedRef` and initialised once. Only ``nn.Linear``
+    projections and ``nn.Conv2d`` convs are touched: a plugin scheme that builds its weights
+    another way (banks, templates) keeps its own initialisation.
+    """
+    chosen = [(layer.projection, nn.Linear, proj_init) for layer in layers if proj_init != "trunc_normal"]
+    chosen += [(layer.feature, nn.Conv2d, conv_init) for layer in layers if conv_init != "pytorch"]
+    done: set[int] = set()
+    for module, kind, how in chosen:
+        for sub in getattr(module, "target", module).modules():
+            if isinstance(sub, kind) and id(sub) not in done:
+                done.add(id(sub))
+                _initialise(sub, how)
+
+
+def _initialise(module: nn.Linear | nn.Conv2d, how: str) -> None:
+    init = {"orthogonal": nn.init.orthogonal_, "zeros": nn.init.zeros_,
+            "trunc_normal": lambda w: nn.init.trunc_normal_(w, std=0.02)}[how]
+    init(module.weight)
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
 
 
 def _init_weights(module: nn.Module) -> None:
