@@ -625,7 +625,8 @@ def _save_checkpoint(options: Options, accelerator: Any, net: nn.Module, ema: An
         try:
             for label, model in exported.items():
                 path = save_weights(models / f"{label}_{it}.safetensors", model.state_dict(),
-                                    network=options.network_g, task=task_options)
+                                    network=options.network_g, task=task_options,
+                                    extra={"experiment": options.name})  # names its test reports
                 shutil.copyfile(path, models / f".{label}_latest.tmp")
                 (models / f".{label}_latest.tmp").replace(models / f"{label}_latest.safetensors")
         except OSError as exc:

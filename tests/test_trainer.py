@@ -59,6 +59,18 @@ def test_an_earlier_run_of_the_same_name_is_archived_not_overwritten(tmp_path, w
     assert len(archived) == 1 and (archived[0] / "notes.txt").read_text() == "keep me"
 
 
+def test_weights_record_their_experiment_so_a_moved_file_keeps_its_report_name(tmp_path, write_options):
+    import shutil
+
+    from restore.tester import experiment_name
+
+    result, _ = _train(tmp_path, write_options, "named_run", train__total_iter=2, datasets__val=None)
+    moved = tmp_path / "elsewhere" / "net_g_ema_latest.safetensors"
+    moved.parent.mkdir()
+    shutil.copyfile(result.experiment_dir / "models" / "net_g_latest.safetensors", moved)
+    assert experiment_name(str(moved)) == "named_run"  # not the file's stem
+
+
 def test_grad_clip_bounds_the_update_by_the_clipped_norm(tmp_path, write_options):
     def one_sgd_step(name, **overrides):
         return _train(tmp_path, write_options, name, train__total_iter=1, datasets__val=None,
