@@ -21,6 +21,7 @@ DATASET_PHASE = re.compile(r"^(train|val|test)(_\w+)?$")
 # Upper bounds that no real recipe reaches (BasicSR's longest schedules are ~1e6 iterations); values
 # beyond them are typos such as 1e23 that would otherwise be accepted and never finish.
 MAX_ITERATIONS = 10**9
+MAX_TILE = 100_000  # pixels along a tile's side: far beyond any tile that fits in memory
 MAX_BATCH = 4096
 
 
@@ -115,8 +116,8 @@ class ValOptions(Strict):
     save_img: bool = False
     quantize: Literal["round", "truncate"] = "round"
     metrics: dict[str, dict[str, Any]] | None = None
-    tile: int | None = Field(None, ge=8)
-    tile_overlap: int = Field(32, ge=0)
+    tile: int | None = Field(None, ge=8, le=MAX_TILE)
+    tile_overlap: int = Field(32, ge=0, le=MAX_TILE)
     pbar: bool = True
     suffix: str | None = None
 

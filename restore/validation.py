@@ -155,9 +155,14 @@ def _bound_text(constraint: Any) -> str | None:
     return None
 
 
+# The largest count (channels, blocks, sizes) an unannotated int option takes: far beyond any network
+# that fits in memory, and small enough that a typo is refused instead of building for hours.
+MAX_COUNT = 100_000
+
+
 def types_from_defaults(target: Callable[..., Any]) -> dict[str, Any]:
     """Option types for the unannotated parameters of code we register but do not own, read off their
-    defaults: a non-negative int default makes a non-negative int, a float a finite float, a flag a
+    defaults: a non-negative int default makes an int in 0..MAX_COUNT, a float a finite float, a flag a
     bool, a tuple/list a list, a string a string (pass the result as ``option_types``)."""
     types: dict[str, Any] = {}
     for name, param in inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters.items():
@@ -167,7 +172,7 @@ def types_from_defaults(target: Callable[..., Any]) -> dict[str, Any]:
         if isinstance(default, bool):
             types[name] = bool
         elif isinstance(default, int) and default >= 0:
-            types[name] = Annotated[int, Field(ge=0)]
+            types[name] = Annotated[int, Field(ge=0, le=MAX_COUNT)]
         elif isinstance(default, float):
             types[name] = float  # finite: see _NUMBER
         elif isinstance(default, (tuple, list)):
