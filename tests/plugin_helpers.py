@@ -11,6 +11,44 @@ from pathlib import Path
 
 from tests.conftest import run_restore
 
+# CONTRIBUTING.md's sharing layer before the scheme contract, verbatim: it computes its kernel
+# inside forward() and exposes neither `weight` nor `as_plain_module()`.
+SCALED_WITHOUT_WEIGHT = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from restore.api import SharingScheme, register_sharing
+
+
+class ScaledConv(nn.Module):
+    """A conv whose kernel is a slot's shared kernel times this layer's per-output-channel scale."""
+
+    def __init__(self, shared: nn.Conv2d) -> None:
+        super().__init__()
+        object.__setattr__(self, "shared", shared)  # owned by the scheme: not registered twice
+        self.scale = nn.Parameter(torch.ones(shared.out_channels, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.shared
+        return F.conv2d(x, s.weight * self.scale, s.bias, s.stride, s.padding)
+
+
+@register_sharing(name="scaled")
+class ScaledSharing(SharingScheme):
+    """One kernel per slot, scaled per layer and output channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels = nn.ModuleDict()
+
+    def conv2d(self, slot, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        key = slot.replace(".", "_")
+        if key not in self.kernels:
+            self.kernels[key] = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
+        return ScaledConv(self.kernels[key])
+'''
+
 
 def _can_build_without_isolation() -> bool:
     # setuptools >= 70.1 builds wheels itself; older ones need the `wheel` package
@@ -39,9 +77,9 @@ def pip_install(source: Path, target: Path, workdir: Path) -> Path:
     return target
 
 
-def with_plugins(target: Path) -> dict[str, str]:
-    """The environment of a process that sees the packages installed in `target`."""
-    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
+def with_plugins(*targets: Path) -> dict[str, str]:
+    """The environment of a process that also sees the packages installed in `targets`."""
+    return {"PYTHONPATH": os.pathsep.join([*map(str, targets), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def run_with(target: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -22,45 +22,7 @@ from restore.api import build_network, count_parameters, load_model, save_weight
 from restore.checkpoint import load_weights
 from restore.cli import main
 from tests.conftest import REPO
-from tests.plugin_helpers import pip_install, run_python, run_with
-
-# CONTRIBUTING.md's sharing layer before the scheme contract, verbatim: it computes its kernel
-# inside forward() and exposes neither `weight` nor `as_plain_module()`.
-SCALED_WITHOUT_WEIGHT = '''
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from restore.api import SharingScheme, register_sharing
-
-
-class ScaledConv(nn.Module):
-    """A conv whose kernel is a slot's shared kernel times this layer's per-output-channel scale."""
-
-    def __init__(self, shared: nn.Conv2d) -> None:
-        super().__init__()
-        object.__setattr__(self, "shared", shared)  # owned by the scheme: not registered twice
-        self.scale = nn.Parameter(torch.ones(shared.out_channels, 1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.shared
-        return F.conv2d(x, s.weight * self.scale, s.bias, s.stride, s.padding)
-
-
-@register_sharing(name="scaled")
-class ScaledSharing(SharingScheme):
-    """One kernel per slot, scaled per layer and output channel."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.kernels = nn.ModuleDict()
-
-    def conv2d(self, slot, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
-        key = slot.replace(".", "_")
-        if key not in self.kernels:
-            self.kernels[key] = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
-        return ScaledConv(self.kernels[key])
-'''
+from tests.plugin_helpers import SCALED_WITHOUT_WEIGHT, pip_install, run_python, run_with
 
 PYPROJECT = '''
 [build-system]

@@ -22,40 +22,7 @@ import pytest
 from safetensors import safe_open
 
 from tests.conftest import DATASETS, REPO, run_restore, tiny_sisr_options
-
-SCALED_SCHEME = '''
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from restore.api import SharingScheme, register_sharing
-
-
-class ScaledConv(nn.Module):
-    def __init__(self, shared: nn.Conv2d) -> None:
-        super().__init__()
-        object.__setattr__(self, "shared", shared)
-        self.scale = nn.Parameter(torch.ones(shared.out_channels, 1, 1, 1))
-
-    def forward(self, x):
-        s = self.shared
-        return F.conv2d(x, s.weight * self.scale, s.bias, s.stride, s.padding)
-
-
-@register_sharing(name="scaled")
-class ScaledSharing(SharingScheme):
-    """One kernel per slot, scaled per layer and output channel."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.kernels = nn.ModuleDict()
-
-    def conv2d(self, slot, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
-        key = slot.replace(".", "_")
-        if key not in self.kernels:
-            self.kernels[key] = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
-        return ScaledConv(self.kernels[key])
-'''
+from tests.plugin_helpers import SCALED_WITHOUT_WEIGHT, pip_install, with_plugins
 
 TINY_ARCH = '''
 from torch import nn
@@ -88,7 +55,7 @@ PACKAGES = {
         "zzz_twin/plugin.restore_plugin.json": json.dumps({"archs": ["TwinNet"]}),
     }),
     "restore-scaled": ("0.3.0", {"scaling": "restore_scaled"}, {
-        "restore_scaled/__init__.py": SCALED_SCHEME,
+        "restore_scaled/__init__.py": SCALED_WITHOUT_WEIGHT,
         "restore_scaled/restore_plugin.json": json.dumps({"sharing": ["scaled"]}),
     }),
     "plugin-problems": ("0.1", {"broken": "broken_plugin", "stale": "stale_plugin"}, {
@@ -114,7 +81,7 @@ def _pyproject(name: str, version: str, entry_points: dict[str, str], files: dic
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict[str, Path]:
-    """Each package built and installed with pip (no network: --no-build-isolation) into its own target."""
+    """Each package built and installed with pip (offline) into its own target."""
     root = tmp_path_factory.mktemp("plugin_packages")
     targets = {}
     for name, (version, entry_points, files) in PACKAGES.items():
@@ -123,22 +90,13 @@ def installed(tmp_path_factory) -> dict[str, Path]:
             (source / path).parent.mkdir(parents=True, exist_ok=True)
             (source / path).write_text(text)
         (source / "pyproject.toml").write_text(_pyproject(name, version, entry_points, files))
-        targets[name] = root / "site" / name
-        result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                                 "--no-index", "--target", str(targets[name]), str(source)],
-                                capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr
+        targets[name] = pip_install(source, root / "site" / name, root)
     return targets
-
-
-def _env(*targets: Path) -> dict[str, str]:
-    """The environment of a process that also sees the packages installed in `targets`."""
-    return {"PYTHONPATH": os.pathsep.join([*map(str, targets), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def _python(code: str, *targets: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, **_env(*targets)})
+                          timeout=600, env={**os.environ, **with_plugins(*targets)})
 
 
 def _listed(stdout: str, name: str) -> str:
@@ -147,7 +105,7 @@ def _listed(stdout: str, name: str) -> str:
 
 
 def test_a_third_party_cannot_take_a_built_in_name_and_keeps_its_other_names(installed):
-    result = run_restore("plugins", env=_env(installed["aaa-hijack"]))
+    result = run_restore("plugins", env=with_plugins(installed["aaa-hijack"]))
     assert result.returncode == 2, result.stdout + result.stderr
     out = result.stdout
     for arch in ("DRRN_PS", "CARN_PS", "SRFBN_S_PS", "HijackNet", "TwinNet"):
@@ -192,7 +150,7 @@ def test_a_name_two_third_parties_register_is_used_by_neither(installed):
 
 
 def test_a_broken_plugin_or_a_stale_manifest_makes_restore_plugins_fail_and_the_rest_loads(installed):
-    result = run_restore("plugins", "--registry", "archs", env=_env(installed["plugin-problems"]))
+    result = run_restore("plugins", "--registry", "archs", env=with_plugins(installed["plugin-problems"]))
     assert result.returncode == 2
     out = result.stdout
     broken = _listed(out, "broken")
@@ -231,18 +189,18 @@ def test_a_plugin_with_a_manifest_is_imported_only_when_one_of_its_names_is_need
 
 def test_write_manifest_generates_what_check_compares_and_check_finds_a_stale_one(installed, tmp_path):
     site = shutil.copytree(installed["restore-scaled"], tmp_path / "site")
-    written = run_restore("plugins", "--write-manifest", "scaling", env=_env(site))
+    written = run_restore("plugins", "--write-manifest", "scaling", env=with_plugins(site))
     assert written.returncode == 0, written.stderr
     manifest = json.loads((site / "restore_scaled/restore_plugin.json").read_text())
     assert manifest["sharing"]["scaled"]["doc"] == "One kernel per slot, scaled per layer and output channel."
     assert manifest["sharing"]["scaled"]["options"] == []
     assert json.loads(manifest["sharing"]["scaled"]["describe"])["type"]  # describe() of a default instance
-    checked = run_restore("plugins", "--check", "--registry", "sharing", env=_env(site))
+    checked = run_restore("plugins", "--check", "--registry", "sharing", env=with_plugins(site))
     assert checked.returncode == 0, checked.stdout
 
     module = site / "restore_scaled/__init__.py"  # the author documents the scheme differently, forgets the manifest
     module.write_text(module.read_text().replace("One kernel per slot, scaled", "One kernel per slot, rescaled"))
-    checked = run_restore("plugins", "--check", "--registry", "sharing", env=_env(site))
+    checked = run_restore("plugins", "--check", "--registry", "sharing", env=with_plugins(site))
     assert checked.returncode == 2
     assert "run `restore plugins --write-manifest scaling`" in checked.stdout
     assert "sharing: details changed for scaled" in checked.stdout
@@ -255,7 +213,8 @@ def test_weights_name_the_package_they_need_when_it_is_missing(installed, tmp_pa
         logger__print_freq=1, datasets__train__gt_size=32, datasets__train__batch_size_per_gpu=2,
         network_g={"type": "DRRN", "num_units": 1, "num_features": 8, "sharing": {"type": "scaled"}})
     option_file = write_options(options)
-    trained = run_restore("train", "-opt", str(option_file), "--no-progress", env=_env(installed["restore-scaled"]))
+    trained = run_restore("train", "-opt", str(option_file), "--no-progress",
+                          env=with_plugins(installed["restore-scaled"]))
     assert trained.returncode == 0, trained.stderr[-3000:]
     weights = tmp_path / "experiments/scaled_drrn/models/net_g_latest.safetensors"
     with safe_open(weights, framework="pt") as f:
@@ -281,5 +240,5 @@ def test_weights_name_the_package_they_need_when_it_is_missing(installed, tmp_pa
 
     again = run_restore("test", "--weights", str(weights), "--dataset", str(DATASETS / "Set5/HR"), "--out",
                         str(tmp_path / "report"), "--model", "net", "--no-save-img",
-                        env=_env(installed["restore-scaled"]))
+                        env=with_plugins(installed["restore-scaled"]))
     assert again.returncode == 0, again.stderr[-3000:]

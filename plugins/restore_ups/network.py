@@ -155,7 +155,7 @@ class UPS(nn.Module):
                                       nn.PixelShuffle(upscale))
         else:
             self.tail = nn.Conv2d(embed_dim, in_chans, 3, padding=1)
-        self.apply(_init_weights)
+        self.apply(init_like_swinir)
         _init_layers([layer for group in self.groups for layer in group.layers], proj_init, conv_init)
 
     def _attention_layer(self, index: int, shifted: bool, dim: int, layer_conv: LayerConv, conv_groups: int,
@@ -209,7 +209,7 @@ def _initialise(module: nn.Linear | nn.Conv2d, how: str) -> None:
         nn.init.zeros_(module.bias)
 
 
-def _init_weights(module: nn.Module) -> None:
+def init_like_swinir(module: nn.Module) -> None:
     """SwinIR's initialisation: truncated-normal linears (U included), unit LayerNorms, default convs."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)

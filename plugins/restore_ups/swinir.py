@@ -33,7 +33,7 @@ from torchvision.ops import StochasticDepth
 from restore.api import NoSharing, OptionError, SharingScheme, build_sharing, pad_to_multiple
 
 from .attention import relative_position_index, shift_mask, window_merge, window_partition
-from .network import DIV2K_RGB_MEAN
+from .network import DIV2K_RGB_MEAN, init_like_swinir
 
 Upsampler = Literal["pixelshuffledirect", "pixelshuffle", "nearest+conv", ""]
 
@@ -249,7 +249,7 @@ class SwinIR_light(nn.Module):  # noqa: N801 - the registry name
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = group_conv(NoSharing(), "conv_after_body", embed_dim, resi_connection)
         self._build_tail(embed_dim, in_chans)
-        self.apply(_init_weights)
+        self.apply(init_like_swinir)
 
     def _build_tail(self, dim: int, out_chans: int) -> None:
         """The reconstruction modules of `upsampler`, under SwinIR's names."""
@@ -299,14 +299,3 @@ class SwinIR_light(nn.Module):  # noqa: N801 - the registry name
             y = x + self.conv_last(body)
         y = y / self.img_range + self.mean
         return y[..., : h * self.upscale, : w * self.upscale]
-
-
-def _init_weights(module: nn.Module) -> None:
-    """SwinIR's initialisation: truncated-normal linears, unit LayerNorms, default convs."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
