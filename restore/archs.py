@@ -113,6 +113,37 @@ def network_kwargs(options: Mapping[str, Any], *, in_chans: int | None, out_chan
     return ctor, kwargs, info
 
 
+def _json_default(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, float):
+        return value == value and abs(value) != float("inf")
+    return isinstance(value, (list, tuple)) and all(_json_default(v) for v in value)
+
+
+def arch_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The arch's default values of the keyword arguments `options` leaves out (JSON values only;
+    not the channel and scale arguments the builder fills). Weights record them so that a later
+    change of a default cannot silently change the network a file loads into."""
+    entry = ARCHS.entry(options["type"], "network_g.type")
+    filled = {*IN_CHANNEL_ARGS, *OUT_CHANNEL_ARGS, *SCALE_ARGS}
+    return {name: list(p.default) if isinstance(p.default, tuple) else p.default
+            for name, p in _signature(entry.obj).parameters.items()
+            if name not in options and name not in filled and p.default is not p.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and _json_default(p.default)}
+
+
+def with_recorded_defaults(options: Mapping[str, Any], recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """`options` with the defaults a weights file recorded for the keys it leaves out, where the arch
+    still takes them."""
+    names, _ = accepted_keys(ARCHS.entry(options["type"], "network_g.type").obj)
+    merged = dict(options)
+    for key, value in recorded.items():
+        if key in names:
+            merged.setdefault(key, value)
+    return merged
+
+
 def build_network(options: Mapping[str, Any], *, in_chans: int | None = None, out_chans: int | None = None,
                   scale: int | None = None, path: str = "network_g") -> nn.Module:
     """Instantiate the arch named by ``options['type']`` and attach its resolved ArchInfo."""

@@ -23,12 +23,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save_bytes
 
 from restore.data.io import atomic_write_bytes
-from restore.errors import CheckpointError
+from restore.errors import CheckpointError, RestoreError
 
 FORMAT = "restore.weights/1"
 NETWORK_KEY = "restore.network"
 TASK_KEY = "restore.task"
 PROVENANCE_KEY = "restore.provenance"
+DEFAULTS_KEY = "restore.network_defaults"
 
 
 def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], *,
@@ -48,6 +49,9 @@ def encode_weights(state_dict: Mapping[str, torch.Tensor], *, network: Mapping[s
     metadata = {"format": FORMAT, **(extra or {})}
     if network is not None:
         metadata[NETWORK_KEY] = json.dumps(dict(network))
+        defaults = _arch_defaults(network)
+        if defaults:
+            metadata[DEFAULTS_KEY] = json.dumps(defaults)
     if task is not None:
         metadata[TASK_KEY] = json.dumps(dict(task))
     needs = provenance(network, task)
@@ -82,8 +86,30 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     if PROVENANCE_KEY in meta:
         meta["provenance"] = _decode_provenance(meta.pop(PROVENANCE_KEY), path)
         require_registered(path, meta["provenance"])
+    if DEFAULTS_KEY in meta:
+        recorded = _decode_options(meta.pop(DEFAULTS_KEY), path, DEFAULTS_KEY)
+        if isinstance(meta.get("network"), dict):
+            meta["network"] = _with_recorded_defaults(meta["network"], recorded)
     check_finite(tensors, path)
     return tensors, meta
+
+
+def _arch_defaults(network: Mapping[str, Any]) -> dict[str, Any]:
+    from restore.archs import arch_defaults  # the registry: imported when weights are written
+
+    try:
+        return arch_defaults(network)
+    except (RestoreError, KeyError, TypeError, ValueError):  # not a registered arch: nothing to record
+        return {}
+
+
+def _with_recorded_defaults(network: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
+    from restore.archs import with_recorded_defaults
+
+    try:
+        return with_recorded_defaults(network, recorded)
+    except (RestoreError, KeyError, TypeError, ValueError):  # the build names what is wrong
+        return network
 
 
 # -- provenance: which package provided each registered name ------------------------------------------

@@ -115,3 +115,30 @@ def test_accelerate_state_files_load_weights_only(tmp_path):
         assert zipfile.is_zipfile(tmp_path / name) or (tmp_path / name).read_bytes()[:2] == pickle.PROTO + b"\x04"
     assert safe_torch_load(tmp_path / "optimizer.bin")["state"]
     assert "torch_manual_seed" in safe_torch_load(tmp_path / "random_states_0.pkl", allow_numpy=True)
+
+
+class _GainNet(torch.nn.Module):
+    def __init__(self, in_chans: int = 3, gain: float = 1.0, mode: str = "plain") -> None:
+        super().__init__()
+        self.conv, self.gain, self.mode = torch.nn.Conv2d(in_chans, in_chans, 1), gain, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) * self.gain
+
+
+def test_weights_load_into_the_network_they_were_trained_with_after_a_default_changes(tmp_path):
+    from restore.api import build_network, register_arch
+
+    register_arch(_GainNet, name="GainProbeForRecordedDefaults")
+    options = {"type": "GainProbeForRecordedDefaults", "mode": "plain"}
+    net = build_network(options, in_chans=3)
+    path = save_weights(tmp_path / "w.safetensors", net.state_dict(), network=options)
+    original = _GainNet.__init__.__defaults__
+    _GainNet.__init__.__defaults__ = (3, 2.0, "plain")  # a later release changes the default gain
+    try:
+        _, meta = load_weights(path)
+        assert meta["network"] == {"type": "GainProbeForRecordedDefaults", "mode": "plain", "gain": 1.0}
+        assert build_network(meta["network"], in_chans=3).gain == 1.0
+        assert build_network(options, in_chans=3).gain == 2.0  # what loading without the record would build
+    finally:
+        _GainNet.__init__.__defaults__ = original
