@@ -94,10 +94,12 @@ def options_from_checkpoint(weights: str, dataset: str | None, overrides: Iterab
 
 
 def split_dataset_overrides(overrides: Iterable[str]) -> tuple[list[str], list[str]]:
-    """(``datasets.*`` overrides, the others)."""
+    """(overrides of the test sets, ``datasets.*`` but the training set, the others). The training
+    set's are kept with the others: a test never reads it, and train and test often share overrides."""
     datasets, rest = [], []
     for item in overrides:
-        (datasets if item.strip().startswith("datasets.") else rest).append(item)
+        key = item.strip()
+        (datasets if key.startswith("datasets.") and not key.startswith("datasets.train.") else rest).append(item)
     return datasets, rest
 
 

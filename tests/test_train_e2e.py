@@ -44,7 +44,8 @@ def test_small_sr_network_trains_resumes_and_beats_bicubic_on_set5(tmp_path, wri
     test = run_restore("test", "-opt", str(path))
     assert test.returncode == 0, test.stderr
     assert "| **mean** |" in test.stdout and "net_g_latest.safetensors" in test.stdout
-    report = tmp_path / "results" / "e2e_sr" / "Set5"
+    report = tmp_path / "results" / "e2e_sr_x2" / "Set5"  # reports are named after the experiment and scale
+    assert "e2e_sr_x2/Set5/index.html" in test.stdout
     rows = {line.split(",")[0]: line.split(",") for line in (report / "metrics.csv").read_text().splitlines()
             if ",mean," in line}
     trained_psnr, bicubic_psnr = float(rows["MSRResNet"][2]), float(rows["Bicubic"][2])

@@ -41,7 +41,7 @@ def evaluate_cell(cell: Cell, options: Options, settings: SweepSettings, cache: 
         cache[key] = measure_network(options, settings)
     return {
         "cell": cell.name, "configuration": cell.configuration, "seed": cell.seed, "values": cell.values,
-        "iterations": iterations_done(experiment_dir(options)), "weights": weights,
+        "iterations": iterations_done(experiment_dir(options.path.experiments_root, options.name)), "weights": weights,
         **cache[key], "metrics": metrics, "higher_is_better": higher,
     }
 

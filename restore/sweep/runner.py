@@ -69,7 +69,7 @@ def plan_cells(sweep: Sweep, checked: dict[str, Options]) -> list[CellPlan]:
     plans = []
     for cell in sweep.cells:
         options = checked[cell.name]
-        done = iterations_done(experiment_dir(options))
+        done = iterations_done(experiment_dir(options.path.experiments_root, options.name))
         result = cell_file(sweep, cell, ".json")
         recorded = cell_file(sweep, cell, ".yml")
         if (done or result.is_file()) and recorded.is_file():
