@@ -21,8 +21,9 @@ UNIFIED_AND_PS = {"type": "compose", "rules": [
 
 
 def ups(sharing=None, arch="UPS", **options):
+    """UPS with the reference layer: one full 3x3 'feature' conv and one 'projection' per layer."""
     torch.manual_seed(0)
-    spec = {"type": arch, **options}
+    spec = {"type": arch, "variant": "ref", **options}
     if sharing is not None:
         spec["sharing"] = sharing
     return build_network(spec, in_chans=3, scale=2).eval()
@@ -143,7 +144,7 @@ def test_grouped_convs_go_to_a_scheme_that_can_express_them():
 
 
 def test_composed_ups_s_trains_exports_and_reloads_as_sharing_none(tmp_path, write_options, capsys):
-    network = {"type": "UPS_S", **TINY, "sharing": UNIFIED_AND_PS}
+    network = {"type": "UPS_S", "variant": "ref", **TINY, "sharing": UNIFIED_AND_PS}
     options = tiny_sisr_options(tmp_path, name="composed", network_g=network, train__total_iter=4,
                                 datasets__train__gt_size=32, val__val_freq=4, logger__print_freq=2,
                                 logger__save_checkpoint_freq=4, logger__use_tb_logger=False)

@@ -107,7 +107,9 @@ def test_quick_grid_writes_its_csv_table_and_plots(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and {r["manual_seed"] for r in rows} == {"0"}
     assert {"params", "flops", "latency_ms", "iterations", "Set5/psnr", "Set5/ssim", "network_g.type"} <= set(rows[0])
-    assert {r["iterations"] for r in rows} == {"5"} and len({r["flops"] for r in rows}) == 1  # same convs
+    assert {r["iterations"] for r in rows} == {"5"}
+    flops = [int(r["flops"]) for r in rows]  # the same convs; PS adds the few MACs that build its kernels
+    assert max(flops) / min(flops) < 1.001
     assert all(float(r["train_seconds"]) > 0 and float(r["latency_ms"]) > 0 for r in rows)
     params = {r["configuration"]: int(r["params"]) for r in rows}
     assert params["type-DRRN"] < params["type-DRRN_PS"] < params["type-DRRN__sharing-none"]

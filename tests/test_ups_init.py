@@ -10,8 +10,9 @@ from restore.api import build_network, count_parameters
 
 
 def _ups_s(**options) -> nn.Module:
+    """UPS-S with the reference layer (one full 3x3 conv each, no MLP), whose convs these options set."""
     torch.manual_seed(0)
-    return build_network({"type": "UPS_S", **options}, in_chans=3, scale=2)
+    return build_network({"type": "UPS_S", "variant": "ref", **options}, in_chans=3, scale=2)
 
 
 def _projections(net: nn.Module) -> list[nn.Linear]:

@@ -82,7 +82,11 @@ class ResidualGroup(nn.Module):
 class UPS(nn.Module):
     """UPS (NeurIPS 2024): window attention whose similarity is computed in one shared projection.
 
-    Width 60, 4 groups x 6 layers, window 8, d = 32 (830K parameters at x2; the paper: 824K).
+    Width 60, 4 groups x 6 layers, window 8, d = 32 (823K parameters at x2; the paper: 824K).
+    Defaults: ``variant: alt`` (SwinIR-light's layer with the qkv linear replaced by a grouped conv
+    and the shared U) and ``attn_norm: tokens`` (S / N), the combination that learned faster than
+    SwinIR-S in the UPS-S study of docs/ups.md, as the paper reports; ``variant: ref, attn_norm: none``
+    is the poster's layer read literally.
     `sharing` chooses how the layers' projections are shared: ``unified_projection`` (``n_share``
     projections, 1 = the paper), ``none`` (layer-specific) or ``recursive`` (one); a mapping
     without ``type`` (``{n_share: 24}``) adjusts the default ``unified_projection``.
@@ -105,14 +109,14 @@ class UPS(nn.Module):
         proj_groups: int | None = None,
         similarity: Similarity = "cosine",
         activation: Activation = "relu",
-        attn_norm: AttentionNorm = "none",
+        attn_norm: AttentionNorm = "tokens",
         layer_conv: LayerConv | None = None,
         conv_groups: int = 4,
         value_proj: bool = False,
         out_proj: bool | None = None,
         mlp_ratio: float | None = None,
         group_conv: bool | None = None,
-        variant: Literal["ref", "alt"] = "ref",
+        variant: Literal["ref", "alt"] = "alt",
         img_range: float = 1.0,
         drop_path_rate: float = 0.0,
         proj_init: ProjInit = "trunc_normal",
