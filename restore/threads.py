@@ -37,13 +37,18 @@ def choose_threads(requested: int | None = None) -> tuple[int, str]:
 
 
 def single_threaded_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one thread per worker process (torch and OpenCV)."""
+    """DataLoader ``worker_init_fn``: one torch thread per worker process. OpenCV's is set in the
+    parent by `single_threaded_opencv` before the workers start: resizing OpenCV's thread pool in a
+    forked child can deadlock on the parent's pool (seen: a worker stuck in pthread_cond_destroy)."""
     import torch
 
     torch.set_num_threads(1)
+
+
+def single_threaded_opencv() -> None:
+    """One OpenCV thread in this process and the data workers it forks (they decode in parallel)."""
     try:
         import cv2
-
-        cv2.setNumThreads(1)
     except ImportError:
-        pass
+        return
+    cv2.setNumThreads(1)

@@ -52,7 +52,7 @@ from restore.metrics import MetricSet
 from restore.options import check_registered_blocks, dump_options
 from restore.schema import Options
 from restore.tasks import Task
-from restore.threads import single_threaded_worker
+from restore.threads import single_threaded_opencv, single_threaded_worker
 from restore.training_state import (
     TrainerCounters,
     check_state_fits,
@@ -491,6 +491,8 @@ def _run(setup: TrainingSetup, accelerator: Any, root: Path, state: Path | None,
         start_batch=counters.iteration * opt_train.gradient_accumulation_steps,
     )
     pin = train_block.pin_memory if train_block.pin_memory is not None else device.type == "cuda"
+    if workers > 0:
+        single_threaded_opencv()  # before the workers fork (see single_threaded_worker)
     loader = DataLoader(
         setup.train_set, batch_sampler=sampler, num_workers=workers, pin_memory=pin,
         persistent_workers=train_block.persistent_workers and workers > 0,

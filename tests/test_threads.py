@@ -9,7 +9,7 @@ import sys
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from restore.threads import available_cpus, choose_threads, single_threaded_worker
+from restore.threads import available_cpus, choose_threads, single_threaded_opencv, single_threaded_worker
 from tests.conftest import DATASETS, REPO
 
 
@@ -34,9 +34,35 @@ class ThreadsInWorker(Dataset):
         return torch.get_num_threads()
 
 
+class OpenCVThreadsInWorker(Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> int:
+        import cv2
+
+        return cv2.getNumThreads()
+
+
 def test_data_workers_run_one_thread_each():
-    loader = DataLoader(ThreadsInWorker(), num_workers=2, worker_init_fn=single_threaded_worker)
+    loader = DataLoader(ThreadsInWorker(), num_workers=2, worker_init_fn=single_threaded_worker, timeout=120)
     assert [int(t) for t in loader] == [1, 1]
+
+
+def test_opencv_is_single_threaded_before_workers_fork_after_its_pool_ran():
+    import cv2
+    import numpy as np
+
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)
+        cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (1000, 1000))  # the parent's pool has run
+        single_threaded_opencv()
+        loader = DataLoader(OpenCVThreadsInWorker(), num_workers=2, worker_init_fn=single_threaded_worker,
+                            timeout=120)  # a deadlocked worker fails the test instead of hanging it
+        assert [int(t) for t in loader] == [1, 1]
+    finally:
+        cv2.setNumThreads(before)
 
 
 def test_infer_says_how_many_threads_it_used(tmp_path):
