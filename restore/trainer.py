@@ -422,7 +422,8 @@ def _describe_sharing(net: nn.Module) -> list[str]:
     lines, inner = [], set()
     for name, module in net.named_modules():
         if isinstance(module, SharingScheme) and not any(name.startswith(f"{p}.") for p in inner):
-            lines.append(f"sharing {name or '(network)'}: {module.describe()}")
+            where = "" if name in ("", "sharing") else f" (module {name})"  # `sharing` is the usual attribute
+            lines.append(f"sharing{where}: {module.describe()}")
             inner.add(name)
     return lines
 

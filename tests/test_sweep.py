@@ -118,7 +118,8 @@ def test_quick_grid_writes_its_csv_table_and_plots(tmp_path):
     assert "| type-DRRN_PS__gamma-1_2 |" in table and table in result.stdout
     for plot in ("Set5_psnr_vs_params.png", "Set5_psnr_vs_flops.png"):
         assert (report / plot).read_bytes().startswith(b"\x89PNG")
-    assert (tmp_path / "results" / "sweep_quick__type-DRRN__manual_seed-0" / "Set5" / "metrics.csv").is_file()
+    # each cell's report is where `restore test` of the cell puts it: results/<experiment>_x<scale>
+    assert (tmp_path / "results" / "sweep_quick__type-DRRN__manual_seed-0_x2" / "Set5" / "metrics.csv").is_file()
     spans = [_logged_span(log) for log in (report / "cells").glob("*.log")]
     assert len(spans) == 4 and any(a[0] <= b[1] and b[0] <= a[1] for a, b in itertools.combinations(spans, 2)), spans
 
