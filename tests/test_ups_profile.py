@@ -86,11 +86,11 @@ def test_unknown_option_in_set_is_an_option_error():
 
 
 @pytest.mark.slow
-def test_profile_at_1280x720_prints_ups_ups_s_and_swinir_light_beside_the_paper(capsys):
-    assert main(["profile", "--arch", "UPS", "UPS_S", "SwinIR_light", "--scale", "2", "--paper"]) == 0
+def test_profile_at_1280x720_prints_ups_s_and_swinir_light_beside_the_paper(capsys):
+    # UPS at width 60 is the same layers as UPS-S: its full-size figures are checked by scaling above
+    assert main(["profile", "--arch", "UPS_S", "SwinIR_light", "--scale", "2", "--paper"]) == 0
     out = capsys.readouterr().out
-    rows = [r"\| UPS +\| x2 +\| 822,792 +\| 230.1G +\| 640x360 +\| 824.0K \(-0.1%\) +\| 162.5G \(\+41.6%\) +\|",
-            r"\| UPS_S +\| x2 +\| 452,088 +\| 136.3G +\| 640x360 +\| 453.0K \(-0.2%\) +\| 90.6G \(\+50.4%\) +\|",
+    rows = [r"\| UPS_S +\| x2 +\| 452,088 +\| 136.3G +\| 640x360 +\| 453.0K \(-0.2%\) +\| 90.6G \(\+50.4%\) +\|",
             r"\| SwinIR_light +\| x2 +\| 910,152 +\| 244.4G +\| 640x360 +\| 910.0K \(\+0.0%\) +\| 244.4G \(-0.0%\) +\|"]
     for row in rows:
         assert re.search(row, out), row
