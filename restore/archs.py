@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from restore.errors import OptionError
-from restore.registry import ARCHS
+from restore.registry import ARCHS, Entry, RegistryError
 from restore.validation import _signature, accepted_keys, check_options, construct
 
 T = TypeVar("T")
@@ -121,11 +121,26 @@ def _json_default(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and all(_json_default(v) for v in value)
 
 
+def _registered_arch(options: Mapping[str, Any]) -> Entry | None:
+    """The registered arch `options` names, or None (weights may record any options; building them
+    is what reports a bad one)."""
+    name = options.get("type")
+    if not isinstance(name, str):
+        return None
+    try:
+        return ARCHS.entry(name)
+    except RegistryError:
+        return None
+
+
 def arch_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
     """The arch's default values of the keyword arguments `options` leaves out (JSON values only;
-    not the channel and scale arguments the builder fills). Weights record them so that a later
-    change of a default cannot silently change the network a file loads into."""
-    entry = ARCHS.entry(options["type"], "network_g.type")
+    not the channel and scale arguments the builder fills); {} for an unregistered arch. Weights
+    record them so that a later change of a default cannot silently change the network a file
+    loads into."""
+    entry = _registered_arch(options)
+    if entry is None:
+        return {}
     filled = {*IN_CHANNEL_ARGS, *OUT_CHANNEL_ARGS, *SCALE_ARGS}
     return {name: list(p.default) if isinstance(p.default, tuple) else p.default
             for name, p in _signature(entry.obj).parameters.items()
@@ -136,8 +151,11 @@ def arch_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
 def with_recorded_defaults(options: Mapping[str, Any], recorded: Mapping[str, Any]) -> dict[str, Any]:
     """`options` with the defaults a weights file recorded for the keys it leaves out, where the arch
     still takes them."""
-    names, _ = accepted_keys(ARCHS.entry(options["type"], "network_g.type").obj)
+    entry = _registered_arch(options)
     merged = dict(options)
+    if entry is None:
+        return merged
+    names, _ = accepted_keys(entry.obj)
     for key, value in recorded.items():
         if key in names:
             merged.setdefault(key, value)

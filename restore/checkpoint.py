@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save_bytes
 
 from restore.data.io import atomic_write_bytes
-from restore.errors import CheckpointError, RestoreError
+from restore.errors import CheckpointError
 
 FORMAT = "restore.weights/1"
 NETWORK_KEY = "restore.network"
@@ -48,8 +48,10 @@ def encode_weights(state_dict: Mapping[str, torch.Tensor], *, network: Mapping[s
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     metadata = {"format": FORMAT, **(extra or {})}
     if network is not None:
+        from restore.archs import arch_defaults  # the registry: imported when weights are written
+
         metadata[NETWORK_KEY] = json.dumps(dict(network))
-        defaults = _arch_defaults(network)
+        defaults = arch_defaults(network)
         if defaults:
             metadata[DEFAULTS_KEY] = json.dumps(defaults)
     if task is not None:
@@ -89,27 +91,11 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     if DEFAULTS_KEY in meta:
         recorded = _decode_options(meta.pop(DEFAULTS_KEY), path, DEFAULTS_KEY)
         if isinstance(meta.get("network"), dict):
-            meta["network"] = _with_recorded_defaults(meta["network"], recorded)
+            from restore.archs import with_recorded_defaults
+
+            meta["network"] = with_recorded_defaults(meta["network"], recorded)
     check_finite(tensors, path)
     return tensors, meta
-
-
-def _arch_defaults(network: Mapping[str, Any]) -> dict[str, Any]:
-    from restore.archs import arch_defaults  # the registry: imported when weights are written
-
-    try:
-        return arch_defaults(network)
-    except (RestoreError, KeyError, TypeError, ValueError):  # not a registered arch: nothing to record
-        return {}
-
-
-def _with_recorded_defaults(network: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
-    from restore.archs import with_recorded_defaults
-
-    try:
-        return with_recorded_defaults(network, recorded)
-    except (RestoreError, KeyError, TypeError, ValueError):  # the build names what is wrong
-        return network
 
 
 # -- provenance: which package provided each registered name ------------------------------------------
